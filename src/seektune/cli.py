@@ -1,0 +1,123 @@
+"""Subcommand -> function table. Each command is a thin wrapper over the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from seektune.errors import SeektuneError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help="LoRA fine-tuning for DeepSeek-family models.")
+console = Console()
+DEMO_CONFIG = Path(__file__).parent / "samples" / "demo.yaml"
+
+
+def _build_config(
+    config: Optional[Path], model, data, fmt, output, sets, columns, skip_bad, trust_remote_code, allow_pickle
+):
+    from seektune.config import load_config
+
+    overrides = {
+        "model.source": model,
+        "output": output,
+        "model.trust_remote_code": True if trust_remote_code else None,
+        "model.allow_pickle": True if allow_pickle else None,
+        "data.skip_bad_records": True if skip_bad else None,
+    }
+    if data:
+        colmap = dict(c.split("=", 1) for c in columns or [] if "=" in c)
+        bad = [c for c in columns or [] if "=" not in c]
+        if bad:
+            raise SeektuneError(f"--column {bad[0]!r}: expected OURS=THEIRS, e.g. --column prompt=content")
+        overrides["data.datasets"] = [{"path": d, "format": fmt or "auto", "columns": colmap} for d in data]
+    elif fmt or columns:
+        raise SeektuneError("--format/--column describe --data; give --data too (or set them in the config file)")
+    if config is None and not data:
+        console.print(f"[dim]no config and no --data: running the built-in demo ({DEMO_CONFIG})[/dim]")
+        config = DEMO_CONFIG
+    return load_config(config, overrides=overrides, sets=sets)
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="YAML config (see examples/)"),
+    model: Optional[str] = typer.Option(None, "--model", help="hub id, local folder or .gguf (default: embedded SmolLM2)"),
+    data: Optional[List[str]] = typer.Option(None, "--data", help="JSON/JSONL/CSV/Parquet file; repeat for several"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="alpaca|pair|conversation|messages|sharegpt|reasoning"),
+    column: Optional[List[str]] = typer.Option(None, "--column", help="map a field, e.g. --column prompt=content"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="run folder"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="dotted override, e.g. --set lora.r=32"),
+    resume: bool = typer.Option(False, "--resume", help="continue the interrupted run in --output"),
+    skip_bad_records: bool = typer.Option(False, "--skip-bad-records", help="skip and report bad records"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model folder's own code"),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow .bin/.pt pickle weights"),
+):
+    """Fine-tune with LoRA. With no arguments: the built-in demo on the embedded model."""
+    from seektune.train.run import train as run_train
+
+    cfg = _build_config(config, model, data, fmt, output, set_, column, skip_bad_records, trust_remote_code, allow_pickle)
+    run = run_train(cfg, resume=resume, console=console)
+    if not run.complete:
+        raise typer.Exit(130)
+
+
+@app.command()
+def inspect(
+    model: Optional[str] = typer.Argument(None, help="hub id, folder or .gguf (default: embedded SmolLM2)"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="LoRA settings to count, e.g. --set lora.r=8"),
+    depth: int = typer.Option(6, help="deepest tree level shown"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """Module tree condensed by repetition, LoRA target candidates, parameter counts."""
+    from seektune.config import load_config
+    from seektune.models.inspect import inspect_model, meta_model, render_inspection
+    from seektune.models.source import resolve_source
+
+    cfg = load_config(sets=set_)
+    source = resolve_source(model, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    render_inspection(inspect_model(meta_model(source.location, trust_remote_code), cfg.lora), console, depth)
+
+
+@app.command("inspect-data")
+def inspect_data(
+    config: Optional[Path] = typer.Argument(None, help="YAML config"),
+    model: Optional[str] = typer.Option(None, "--model"),
+    data: Optional[List[str]] = typer.Option(None, "--data"),
+    fmt: Optional[str] = typer.Option(None, "--format"),
+    column: Optional[List[str]] = typer.Option(None, "--column"),
+    set_: Optional[List[str]] = typer.Option(None, "--set"),
+    n: int = typer.Option(2, "-n", help="how many samples to show"),
+):
+    """Render a few samples with the chat template; supervised tokens in green."""
+    from seektune.data.inspect import show_samples
+
+    cfg = _build_config(config, model, data, fmt, None, set_, column, False, False, False)
+    show_samples(cfg, n, console)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except SeektuneError as e:
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]aborted[/yellow]")
+        sys.exit(130)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

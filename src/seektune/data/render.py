@@ -1,0 +1,246 @@
+"""Conversation -> token ids + labels with the model's own chat template.
+
+Stock templates lack `{% generation %}` tags, so the assistant spans are found by rendering the
+conversation prefix by prefix:
+
+  prompt_i = template(messages[:i], add_generation_prompt=True)   what the model sees at inference
+  wrap_i   = template(messages[:i] + [assistant: SENTINEL])       where the template puts an answer
+
+The text between the generation prompt and the answer (DeepSeek-LLM's space after "Assistant:")
+belongs to the answer; a generation prompt that pre-fills part of the answer (R1's "<think>\\n")
+stays in the prompt. After the answer, the template's end-of-turn token is supervised (so the
+model learns to stop) and whatever follows it (ChatML's newline) is not.
+
+Each piece is tokenized on its own, so the prompt tokens in training are exactly the prompt tokens
+at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from seektune.data.formats import Conversation, Message
+from seektune.errors import DataError, TemplateError
+
+SENTINEL = "SEEKTUNE_ANSWER_7f3a"
+IGNORE = -100
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool = False
+    dropped_tokens: int = 0
+
+    @property
+    def n_supervised(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def with_reasoning(reasoning: Optional[str], answer: str) -> str:
+    """The R1 reasoning format: the chain of thought in a think block, then the answer."""
+    return f"{THINK_OPEN}\n{(reasoning or '').strip()}\n{THINK_CLOSE}\n\n{answer}"
+
+
+class ChatRenderer:
+    """Renders conversations with one tokenizer and one template; knows the end-of-turn token."""
+
+    def __init__(self, tokenizer, template: Optional[str] = None, loss_on: str = "all_assistant", max_length=None):
+        self.tokenizer = tokenizer
+        self.template = template or tokenizer.chat_template
+        if not self.template:
+            raise TemplateError(
+                "the tokenizer has no chat template; name one with model.chat_template "
+                f"(built-in: {', '.join(builtin_template_names())}) or give a .jinja file"
+            )
+        self.loss_on = loss_on
+        self.max_length = max_length
+        self._special = sorted(
+            {t for t in tokenizer.all_special_tokens} | {t.content for t in tokenizer.added_tokens_decoder.values()},
+            key=len,
+            reverse=True,
+        )
+        self._role_support: dict[str, bool] = {}
+        self.end_of_turn = self._find_end_of_turn()
+
+    # ---- template access -------------------------------------------------------------------
+    def render_text(self, messages: list[Message], add_generation_prompt: bool, tools=None) -> str:
+        dicts = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            return self.tokenizer.apply_chat_template(
+                dicts,
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+                chat_template=self.template,
+                tools=tools,
+            )
+        except Exception as e:  # jinja raises TemplateError/TypeError/... from inside the template
+            raise TemplateError(f"the chat template failed on roles {[m.role for m in messages]}: {e}") from e
+
+    def supports_role(self, role: str) -> bool:
+        """Whether the template shows a message of this role at all (some silently drop it)."""
+        if role not in self._role_support:
+            probe = [Message("user", "hi"), Message("assistant", "ok"), Message(role, SENTINEL)]
+            try:
+                self._role_support[role] = SENTINEL in self.render_text(probe, add_generation_prompt=True)
+            except TemplateError:
+                self._role_support[role] = False
+        return self._role_support[role]
+
+    def _find_end_of_turn(self) -> Optional[str]:
+        wrapped = self.render_text([Message("user", "hi"), Message("assistant", SENTINEL)], False)
+        after = wrapped[wrapped.index(SENTINEL) + len(SENTINEL) :]
+        token = self._first_special(after)
+        return token[0] if token else None
+
+    def _first_special(self, text: str) -> Optional[tuple[str, int]]:
+        best = None
+        for tok in self._special:
+            pos = text.find(tok)
+            if pos >= 0 and (best is None or pos < best[1]):
+                best = (tok, pos)
+        return best
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Tokens that end an answer: the template's end-of-turn token and EOS."""
+        ids = []
+        for tok in (self.end_of_turn, self.tokenizer.eos_token):
+            if tok:
+                i = self.tokenizer.convert_tokens_to_ids(tok)
+                if isinstance(i, int) and i != self.tokenizer.unk_token_id and i not in ids:
+                    ids.append(i)
+        return ids
+
+    # ---- conversation -> pieces ------------------------------------------------------------
+    def prepare(self, conv: Conversation) -> list[Message]:
+        """Messages as the template will see them: reasoning folded in, unsupported tool roles mapped."""
+        out = []
+        for m in conv.messages:
+            content = m.content
+            if m.role == "assistant":
+                content = content.strip()
+                if m.reasoning is not None:
+                    content = with_reasoning(m.reasoning, content)
+            role = m.role
+            if role == "tool" and not self.supports_role("tool"):
+                role = "user"  # counted in the data report by the caller
+            out.append(Message(role, content))
+        return out
+
+    def pieces(self, conv: Conversation) -> list[tuple[str, bool]]:
+        """(text, supervised) pieces whose concatenation is the training text."""
+        msgs = self.prepare(conv)
+        tools = conv.tools
+        assistant_idx = [i for i, m in enumerate(msgs) if m.role == "assistant"]
+        supervised_turns = set(assistant_idx[-1:] if self.loss_on == "last_assistant" else assistant_idx)
+        pieces: list[tuple[str, bool]] = []
+        done = ""  # training text so far
+        for i in assistant_idx:
+            prompt = self.render_text(msgs[:i], add_generation_prompt=True, tools=tools)
+            if not prompt.startswith(done):
+                raise TemplateError(
+                    f"{_where(conv)}: the template renders earlier turns differently once later turns follow "
+                    "(for example it drops <think> reasoning from history), so one sample cannot supervise every "
+                    "assistant turn. Use data.loss_on: last_assistant, or split the conversation."
+                )
+            answer, end, trailing = self._assistant_span(msgs, i, prompt, tools, conv)
+            pieces.append((prompt[len(done) :], False))
+            pieces.append((answer + end, i in supervised_turns))
+            if trailing:
+                pieces.append((trailing, False))
+            done = prompt + answer + end + trailing
+        if self.loss_on == "all":
+            pieces = [(t, True) for t, _ in pieces]
+        return [(t, s) for t, s in pieces if t]
+
+    def _assistant_span(self, msgs, i, prompt, tools, conv) -> tuple[str, str, str]:
+        wrapped = self.render_text(msgs[:i] + [Message("assistant", SENTINEL)], False, tools=tools)
+        at = wrapped.find(SENTINEL)
+        if at < 0:
+            raise TemplateError(f"{_where(conv)}: the chat template does not render assistant turns")
+        head, after = wrapped[:at], wrapped[at + len(SENTINEL) :]
+        content = msgs[i].content
+        if head.startswith(prompt):
+            answer = head[len(prompt) :] + content  # e.g. the space after "Assistant:"
+        elif prompt.startswith(head):
+            prefill = prompt[len(head) :]  # e.g. R1's "<think>\n": part of the prompt, not learned
+            if not content.startswith(prefill):
+                if prefill.strip() == THINK_OPEN:
+                    content = with_reasoning("", content)  # an empty think block, as R1 writes one
+                else:
+                    raise TemplateError(
+                        f"{_where(conv)}: the generation prompt pre-fills {prefill!r}, which the answer does not "
+                        "start with"
+                    )
+            answer = content[len(prefill) :]
+        else:
+            raise TemplateError(
+                f"{_where(conv)}: the template's generation prompt does not match how it renders an answer "
+                f"(prompt ends {prompt[-40:]!r}, answer is preceded by {head[-40:]!r})"
+            )
+        special = self._first_special(after)
+        if special is not None:
+            tok, pos = special
+            return answer, after[: pos + len(tok)], after[pos + len(tok) :]
+        eos = self.tokenizer.eos_token
+        if eos is None:
+            raise TemplateError("the template ends assistant turns with no special token and the tokenizer has no EOS")
+        # No end-of-turn token in the template: learn EOS anyway, or the model never stops.
+        return answer, after + eos, ""
+
+    # ---- pieces -> ids ----------------------------------------------------------------------
+    def encode(self, conv: Conversation) -> Encoded:
+        ids: list[int] = []
+        labels: list[int] = []
+        for text, supervised in self.pieces(conv):
+            piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += piece
+            labels += piece if supervised else [IGNORE] * len(piece)
+        enc = Encoded(ids, labels)
+        if self.max_length and len(ids) > self.max_length:
+            enc = Encoded(ids[: self.max_length], labels[: self.max_length], True, len(ids) - self.max_length)
+        return enc
+
+    def prompt_ids(self, messages: list[Message], tools=None) -> list[int]:
+        """Token ids of the prompt at inference, byte for byte the prompt used in training."""
+        text = self.render_text(messages, add_generation_prompt=True, tools=tools)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _where(conv: Conversation) -> str:
+    return f"{conv.file}" + (f":{conv.line}" if conv.line else "") + f": record {conv.index}"
+
+
+def builtin_template_names() -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).parent.parent / "templates").glob("*.jinja"))
+
+
+def resolve_template(name_or_path: Optional[str], tokenizer) -> tuple[Optional[str], str]:
+    """(template text or None for the tokenizer's own, a sentence saying which one is used)."""
+    if name_or_path is None:
+        if tokenizer.chat_template:
+            return None, "the model's own chat template"
+        raise TemplateError(
+            "the tokenizer has no chat template. Choose one with --set model.chat_template=NAME "
+            f"(built-in: {', '.join(builtin_template_names())}) or a path to a .jinja file"
+        )
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".jinja" and path.is_file():
+        return path.read_text(encoding="utf-8"), f"the chat template from {path}"
+    builtin = Path(__file__).parent.parent / "templates" / f"{name_or_path}.jinja"
+    if builtin.is_file():
+        return builtin.read_text(encoding="utf-8"), f"the built-in `{name_or_path}` chat template (asked for)"
+    raise TemplateError(
+        f"model.chat_template={name_or_path!r}: not a .jinja file or a built-in template "
+        f"({', '.join(builtin_template_names())})"
+    )
+
+
+def raise_if_unsupervised(conv: Conversation, enc: Encoded) -> None:
+    if enc.n_supervised == 0:
+        raise DataError(conv.file, conv.index, None, "no supervised tokens after rendering", line=conv.line)

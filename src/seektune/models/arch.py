@@ -1,0 +1,44 @@
+"""Per-architecture LoRA target presets.
+
+`default` targets every projection of attention and of the dense/shared MLPs. For DeepSeek-V2/V3
+it leaves out the router (`mlp.gate`, not a Linear in transformers 5) and the routed experts, which
+are costly to adapt and which many inference servers refuse in adapters.
+"""
+
+from __future__ import annotations
+
+DENSE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+DEEPSEEK_MLA_ATTENTION = r"self_attn\.(q_proj|q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)"
+DEEPSEEK_DENSE_MLP = r"mlp\.(gate_proj|up_proj|down_proj)"
+DEEPSEEK_SHARED = r"mlp\.shared_experts\.(gate_proj|up_proj|down_proj)"
+
+PRESETS: dict[str, dict[str, object]] = {
+    "default": {
+        "llama": DENSE,
+        "qwen2": DENSE,
+        "qwen3": DENSE,
+        "mistral": DENSE,
+        "deepseek_v2": rf".*\.({DEEPSEEK_MLA_ATTENTION}|{DEEPSEEK_DENSE_MLP}|{DEEPSEEK_SHARED})$",
+        "deepseek_v3": rf".*\.({DEEPSEEK_MLA_ATTENTION}|{DEEPSEEK_DENSE_MLP}|{DEEPSEEK_SHARED})$",
+    },
+    "attention": {
+        "llama": DENSE[:4],
+        "qwen2": DENSE[:4],
+        "qwen3": DENSE[:4],
+        "mistral": DENSE[:4],
+        "deepseek_v2": rf".*\.{DEEPSEEK_MLA_ATTENTION}$",
+        "deepseek_v3": rf".*\.{DEEPSEEK_MLA_ATTENTION}$",
+    },
+}
+
+
+def resolve_targets(targets, model_type: str):
+    """A preset name, 'all-linear', a regex string, or a list of module names -> PEFT target_modules."""
+    if isinstance(targets, str) and targets in PRESETS:
+        by_arch = PRESETS[targets]
+        if model_type in by_arch:
+            return by_arch[model_type]
+        # An architecture we have no preset for: every Linear except the output head is the safe guess.
+        return "all-linear"
+    return targets

@@ -1,0 +1,243 @@
+"""The training recipe, top to bottom: source -> tokenizer/template -> data -> model + LoRA -> Trainer -> run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from rich.console import Console
+
+from seektune.adapters.lora import attach_lora, check_adapter_weights, trainable_summary
+from seektune.config import RunConfig, load_config
+from seektune.data.dataset import PreparedData, conversation_prompt, fmt_report_lines, prepare_data
+from seektune.data.render import ChatRenderer, resolve_template
+from seektune.errors import SeektuneError
+from seektune.infer.generate import generate_answers
+from seektune.models.load import load_model, load_tokenizer, pick_precision
+from seektune.models.source import resolve_source
+from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
+from seektune.train.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
+from seektune.train.collate import PadCollator, SampleDataset
+
+
+def train(
+    config: Union[RunConfig, dict, str, Path, None] = None,
+    *,
+    resume: bool = False,
+    console: Optional[Console] = None,
+) -> Run:
+    """Fine-tune with LoRA and return the run folder. `config` may be a RunConfig, a dict, or a YAML path."""
+    console = console or Console()
+    cfg = _as_config(config)
+    out = Path(cfg.output) if cfg.output else default_output(cfg)
+    work = work_dir(out)
+    checkpoint = _prepare_folders(out, work, resume)
+    if checkpoint is not None:
+        saved = load_config(work / "config.yaml")
+        if saved.model_dump(exclude={"train"}) != cfg.model_dump(exclude={"train"}):
+            raise SeektuneError(
+                f"--resume: the model/data/lora settings differ from the interrupted run's {work / 'config.yaml'}; "
+                "resume with the same config (only train.* settings may change)"
+            )
+    cfg = cfg.model_copy(update={"output": str(out)})
+    (work / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    started = time.time()
+
+    # 1. Where the weights come from, and the chat template that both training and inference use.
+    source = resolve_source(
+        cfg.model.source, revision=cfg.model.revision, allow_pickle=cfg.model.allow_pickle,
+        progress=lambda m: console.print(f"[dim]{m}[/dim]"),
+    )
+    console.print(f"model: [bold]{source.display_name}[/bold]")
+    if cfg.model.meant_for and cfg.model.meant_for != cfg.model.source:
+        console.print(f"[dim]this config is meant for {cfg.model.meant_for}; pass --model {cfg.model.meant_for} to use it[/dim]")
+    tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
+    template, template_note = resolve_template(cfg.model.chat_template, tokenizer)
+    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length)
+    console.print(f"template: {template_note}; end of turn: {renderer.end_of_turn!r}")
+
+    # 2. Data: every record counted; the held-out prompts never reach training.
+    data = prepare_data(cfg.data, renderer)
+    for line in fmt_report_lines(data.reports):
+        console.print(line)
+    (work / "data_report.json").write_text(
+        json.dumps(data.to_dict(template_note), indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+
+    # 3. Model + LoRA.
+    precision = pick_precision(cfg.train.precision)
+    model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = attach_lora(model, cfg.lora)
+    trainable, total = trainable_summary(model)
+    console.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}: {trainable:,} trainable of {total:,} ({trainable / total:.3%})")
+
+    # 4. Train.
+    trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision)
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        stopper.uninstall()
+    info = {
+        "base_model": source.original,
+        "base_model_location": source.location,
+        "precision": precision,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "global_step": trainer.state.global_step,
+        "max_steps": trainer.state.max_steps,
+        "resumed_from": str(checkpoint) if checkpoint else None,
+        "train_loss": result.training_loss,
+        "seconds": round(time.time() - started, 1),
+        "system": _system_info(),
+    }
+    if stopper.requested:
+        info["status"] = f"interrupted by {stopper.requested}"
+        (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        console.print(
+            f"[yellow]stopped at step {trainer.state.global_step}; checkpoint saved in {work / 'checkpoints'}. "
+            f"Continue with: seektune train --resume --output {out}[/yellow]"
+        )
+        return Run(work, cfg, complete=False, info=info)
+
+    # 5. Save: adapter (checked first), tokenizer with its template, samples; then publish the folder.
+    adapter_state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    check_adapter_weights(adapter_state)
+    model.save_pretrained(str(work / "adapter"), safe_serialization=True)
+    if template is not None:
+        tokenizer.chat_template = template
+    tokenizer.save_pretrained(str(work / "tokenizer"))
+    if data.holdout:
+        _before_after(model, renderer, data, cfg, work, console)
+    info["status"] = "complete"
+    info["seconds"] = round(time.time() - started, 1)
+    (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    os.replace(work, out)
+    console.print(f"[green]run folder: {out}[/green]  ({info['seconds']:.0f} s)")
+    return Run(out, cfg, complete=True, info=info)
+
+
+def _as_config(config) -> RunConfig:
+    if config is None:
+        return load_config()
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        from seektune.config import RunConfig as RC
+
+        return RC.model_validate(config)
+    return load_config(config)
+
+
+def _prepare_folders(out: Path, work: Path, resume: bool) -> Optional[Path]:
+    if out.exists():
+        raise SeektuneError(f"{out} already exists and is a finished run; choose another --output or remove it")
+    if resume:
+        ckpt = last_checkpoint(work) if work.is_dir() else None
+        if ckpt is None:
+            raise SeektuneError(f"--resume: no complete checkpoint under {work / 'checkpoints'}; start the run without --resume")
+        return ckpt
+    if work.exists():
+        raise SeektuneError(
+            f"an interrupted run is in {work}: continue it with --resume, or delete that folder to start over"
+        )
+    work.mkdir(parents=True)
+    return None
+
+
+def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: Path, precision: str):
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import ProgressCallback
+
+    t = cfg.train
+    steps_per_epoch = math.ceil(len(data.train) / (t.per_device_batch_size * t.gradient_accumulation))
+    total_steps = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * steps_per_epoch)
+    has_eval = bool(data.eval)
+    eval_steps = t.eval_steps or max(1, total_steps // 5)
+    args = TrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        report_to=list(t.report_to) or "none",
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+    )
+    if "tensorboard" in t.report_to:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(work / "tensorboard"))
+    stopper = StopOnSignal()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=SampleDataset(data.train),
+        eval_dataset=SampleDataset(data.eval) if has_eval else None,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[MetricsLogger(work / "metrics.jsonl"), stopper],
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ConsoleProgress())
+    return trainer, stopper
+
+
+def _before_after(model, renderer: ChatRenderer, data: PreparedData, cfg: RunConfig, work: Path, console: Console):
+    from rich.table import Table
+
+    prompts = [c.prompt_messages for c in data.holdout]
+    n = cfg.train.sample_max_new_tokens
+    with model.disable_adapter():
+        before = generate_answers(model, renderer, prompts, max_new_tokens=n)
+    after = generate_answers(model, renderer, prompts, max_new_tokens=n)
+    table = Table(title="held-out prompts: base vs fine-tuned", show_lines=True)
+    for col in ("prompt", "base model", "fine-tuned", "reference"):
+        table.add_column(col, overflow="fold")
+    md = ["# Before / after on held-out prompts", "", "Prompts held out of training; greedy decoding.", ""]
+    for conv, b, a in zip(data.holdout, before, after):
+        prompt = conversation_prompt(conv) or ""
+        table.add_row(prompt, b, a, conv.reference)
+        md += [f"## {prompt}", "", f"**base model:** {b}", "", f"**fine-tuned:** {a}", "", f"**reference:** {conv.reference}", ""]
+    console.print(table)
+    (work / "samples.md").write_text("\n".join(md), encoding="utf-8")
+
+
+def _system_info() -> dict:
+    import peft
+    import transformers
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+    }
+    return info
