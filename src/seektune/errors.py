@@ -28,4 +28,5 @@ class DataError(SeektuneError):
             where += f":{line}" + (f":{column}" if column is not None else "")
         rec = f" record {record}" if record is not None else ""
         fld = f" field `{field}`" if field else ""
-        super().__init__(f"{where}:{rec}{fld}: {problem}")
+        where = f"{where}:{rec}{fld}" if rec or fld else where
+        super().__init__(f"{where}: {problem}")

@@ -52,6 +52,7 @@ class Run:
     config: RunConfig
     complete: bool
     info: dict = field(default_factory=dict)
+    model: object = field(default=None, repr=False)  # the trained PeftModel, when train() just ran in this process
 
     @property
     def metrics(self) -> list[dict]:

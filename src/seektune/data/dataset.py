@@ -86,6 +86,8 @@ def load_conversations(spec: DatasetSpec, skip_bad: bool, report: DatasetReport)
                 ) from None
             report.skipped.append({"index": rec.index, "line": rec.line, "field": e.field, "reason": e.problem})
     report.format = fmt or spec.format
+    if report.records_read == 0:
+        raise DataError(spec.path, None, None, "no records in the file (only blank lines?)")
     return convs
 
 
@@ -138,8 +140,9 @@ def prepare_data(cfg: DataSection, renderer: ChatRenderer) -> PreparedData:
         eval_idx, train_idx = set(rest[:n_eval]), sorted(rest[n_eval:])
         holdout += [convs[i] for i in held]
         report.records_held_out_for_samples = len(held)
-        evals += encode_all([convs[i] for i in sorted(eval_idx)], renderer, cfg.skip_bad_records, report)
-        report.records_held_out_for_eval = n_eval
+        encoded_eval = encode_all([convs[i] for i in sorted(eval_idx)], renderer, cfg.skip_bad_records, report)
+        report.records_held_out_for_eval = len(encoded_eval)
+        evals += encoded_eval
         encoded = encode_all([convs[i] for i in train_idx], renderer, cfg.skip_bad_records, report)
         report.records_used_for_training = len(encoded)
         train += encoded

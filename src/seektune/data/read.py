@@ -51,8 +51,17 @@ def _open_text(path: Path):
 def _decode_guard(path: Path, fn):
     try:
         yield from fn()
-    except UnicodeDecodeError as e:
-        raise DataError(path, None, None, f"not UTF-8 text (byte offset {e.start}); re-save the file as UTF-8") from e
+    except UnicodeDecodeError:
+        # The decoder's offset is relative to its buffer; find the real one in the file.
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            raise
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            raise DataError(
+                path, None, None, f"not UTF-8 text (byte offset {e.start}); re-save the file as UTF-8", line=line
+            ) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord]:
@@ -156,12 +165,19 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
             reader = csv.DictReader(f)
             if not reader.fieldnames:
                 raise DataError(path, None, None, "CSV has no header row")
-            for i, row in enumerate(reader):
+            i = 0
+            while True:
+                start = reader.line_num + 1  # a quoted field may span lines: report where the row starts
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as e:
+                    raise DataError(path, i, None, f"malformed CSV: {e}", line=start) from e
                 if None in row:
-                    raise DataError(
-                        path, i, None, f"{len(row[None])} more value(s) than header columns", line=reader.line_num
-                    )
-                yield RawRecord(str(path), i, reader.line_num, row)
+                    raise DataError(path, i, None, f"{len(row[None])} more value(s) than header columns", line=start)
+                yield RawRecord(str(path), i, start, row)
+                i += 1
 
     yield from _decode_guard(path, gen)
 

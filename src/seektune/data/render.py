@@ -117,10 +117,10 @@ class ChatRenderer:
         return ids
 
     # ---- conversation -> pieces ------------------------------------------------------------
-    def prepare(self, conv: Conversation) -> list[Message]:
+    def prepare(self, messages: list[Message]) -> list[Message]:
         """Messages as the template will see them: reasoning folded in, unsupported tool roles mapped."""
         out = []
-        for m in conv.messages:
+        for m in messages:
             content = m.content
             if m.role == "assistant":
                 content = content.strip()
@@ -134,10 +134,12 @@ class ChatRenderer:
 
     def pieces(self, conv: Conversation) -> list[tuple[str, bool]]:
         """(text, supervised) pieces whose concatenation is the training text."""
-        msgs = self.prepare(conv)
+        msgs = self.prepare(conv.messages)
         tools = conv.tools
         assistant_idx = [i for i, m in enumerate(msgs) if m.role == "assistant"]
-        supervised_turns = set(assistant_idx[-1:] if self.loss_on == "last_assistant" else assistant_idx)
+        if self.loss_on == "last_assistant":
+            # Earlier answers are plain history here, rendered however the template renders history.
+            assistant_idx = assistant_idx[-1:]
         pieces: list[tuple[str, bool]] = []
         done = ""  # training text so far
         for i in assistant_idx:
@@ -150,12 +152,10 @@ class ChatRenderer:
                 )
             answer, end, trailing = self._assistant_span(msgs, i, prompt, tools, conv)
             pieces.append((prompt[len(done) :], False))
-            pieces.append((answer + end, i in supervised_turns))
+            pieces.append((answer + end, True))
             if trailing:
                 pieces.append((trailing, False))
             done = prompt + answer + end + trailing
-        if self.loss_on == "all":
-            pieces = [(t, True) for t, _ in pieces]
         return [(t, s) for t, s in pieces if t]
 
     def _assistant_span(self, msgs, i, prompt, tools, conv) -> tuple[str, str, str]:
@@ -195,20 +195,47 @@ class ChatRenderer:
 
     # ---- pieces -> ids ----------------------------------------------------------------------
     def encode(self, conv: Conversation) -> Encoded:
-        ids: list[int] = []
-        labels: list[int] = []
-        for text, supervised in self.pieces(conv):
+        pieces = self.pieces(conv)
+        # Everything before the last answer is tokenized in one call, exactly as the prompt is at
+        # inference (BPE merges across piece boundaries would otherwise differ); earlier answers inside
+        # it are labelled through the character offsets. The last answer and what follows it are
+        # tokenized on their own, as the model generates them after the prompt.
+        if (last := max(k for k, (_, sup) in enumerate(pieces) if sup)) == 0:
+            ids, labels, rest = [], [], pieces
+        else:
+            ids, labels = self._encode_with_offsets(pieces[:last])
+            rest = pieces[last:]
+        for text, supervised in rest:
             piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             ids += piece
             labels += piece if supervised else [IGNORE] * len(piece)
+        if self.loss_on == "all":
+            labels = list(ids)  # same tokens as the assistant-only sample, every one with a loss
         enc = Encoded(ids, labels)
         if self.max_length and len(ids) > self.max_length:
             enc = Encoded(ids[: self.max_length], labels[: self.max_length], True, len(ids) - self.max_length)
         return enc
 
+    def _encode_with_offsets(self, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
+        text = "".join(t for t, _ in pieces)
+        spans, pos = [], 0
+        for t, sup in pieces:
+            if sup:
+                spans.append((pos, pos + len(t)))
+            pos += len(t)
+        out = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=bool(spans))
+        ids = out["input_ids"]
+        if not spans:
+            return list(ids), [IGNORE] * len(ids)
+        labels = [
+            tok if any(a <= s and e <= b for a, b in spans) and e > s else IGNORE
+            for tok, (s, e) in zip(ids, out["offset_mapping"])
+        ]
+        return list(ids), labels
+
     def prompt_ids(self, messages: list[Message], tools=None) -> list[int]:
         """Token ids of the prompt at inference, byte for byte the prompt used in training."""
-        text = self.render_text(messages, add_generation_prompt=True, tools=tools)
+        text = self.render_text(self.prepare(messages), add_generation_prompt=True, tools=tools)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 

@@ -123,7 +123,7 @@ def train(
     (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     os.replace(work, out)
     console.print(f"[green]run folder: {out}[/green]  ({info['seconds']:.0f} s)")
-    return Run(out, cfg, complete=True, info=info)
+    return Run(out, cfg, complete=True, info=info, model=model)
 
 
 def _as_config(config) -> RunConfig:
