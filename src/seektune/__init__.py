@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 
 def train(config=None, **kwargs):
-    from seektune.train.run import train as _train
+    from seektune.training.run import train as _train
 
     return _train(config, **kwargs)
 

@@ -10,7 +10,7 @@ from seektune.data.formats import Message
 from seektune.data.render import ChatRenderer
 from seektune.infer.generate import generate_answers
 from seektune.run_folder import Run
-from seektune.train.run import train  # noqa: F401  (re-exported)
+from seektune.training.run import train  # noqa: F401  (re-exported)
 
 
 @dataclass

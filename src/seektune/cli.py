@@ -57,7 +57,7 @@ def train(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow .bin/.pt pickle weights"),
 ):
     """Fine-tune with LoRA. With no arguments: the built-in demo on the embedded model."""
-    from seektune.train.run import train as run_train
+    from seektune.training.run import train as run_train
 
     cfg = _build_config(config, model, data, fmt, output, set_, column, skip_bad_records, trust_remote_code, allow_pickle)
     run = run_train(cfg, resume=resume, console=console)

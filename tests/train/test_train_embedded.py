@@ -35,7 +35,7 @@ def advertisegen_run(tmp_path_factory):
 def _batch(run, n=6):
     from seektune.data.dataset import prepare_data
     from seektune.data.render import ChatRenderer
-    from seektune.train.collate import PadCollator
+    from seektune.training.collate import PadCollator
 
     from transformers import AutoTokenizer
 

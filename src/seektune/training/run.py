@@ -22,8 +22,8 @@ from seektune.infer.generate import generate_answers
 from seektune.models.load import load_model, load_tokenizer, pick_precision
 from seektune.models.source import resolve_source
 from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
-from seektune.train.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
-from seektune.train.collate import PadCollator, SampleDataset
+from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
+from seektune.training.collate import PadCollator, SampleDataset
 
 
 def train(

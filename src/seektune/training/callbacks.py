@@ -33,7 +33,7 @@ class MetricsLogger(TrainerCallback):
             if dt > 0 and seen > self._last[1]:
                 row["tokens_per_second"] = round((seen - self._last[1]) / dt, 1)
             self._last = (now, seen)
-        if "train_runtime" in logs:
+        if "train_loss" in logs:  # the Trainer's end-of-training summary (speed metrics come with every log)
             row.update({k: logs[k] for k in ("train_runtime", "train_loss") if k in logs})
             row["summary"] = True
         if len(row) > 1:
