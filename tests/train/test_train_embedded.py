@@ -27,6 +27,7 @@ def advertisegen_run(tmp_path_factory):
         sets=[
             "data.max_length=320", "data.holdout_prompts=2", "train.max_steps=16", "train.per_device_batch_size=4",
             "train.learning_rate=1e-3", "train.save_steps=8", "train.sample_max_new_tokens=12", "lora.dropout=0",
+            "data.eval_split=0.1", "train.eval_steps=8", "train.report_to=[tensorboard]",
         ],
     )
     return seektune.train(cfg)
@@ -56,7 +57,9 @@ def test_run_folder_is_complete(advertisegen_run):
     report = json.loads((run.path / "data_report.json").read_text())
     ds = report["datasets"][0]
     assert ds["records_read"] == 40
-    accounted = ("records_used_for_training", "records_held_out_for_samples", "records_skipped",
+    assert ds["records_held_out_for_eval"] == 4
+    assert list((run.path / "tensorboard").glob("events.out.tfevents.*"))
+    accounted = ("records_used_for_training", "records_held_out_for_eval", "records_held_out_for_samples", "records_skipped",
                  "dropped_no_supervised_after_truncation")
     assert sum(ds[k] for k in accounted) == 40
     assert 0 < ds["supervised_fraction"] < 1
@@ -77,6 +80,8 @@ def test_training_lowers_loss(advertisegen_run):
             base = model(**batch).loss.item()
     assert tuned < base - 0.1, (base, tuned)
     assert all(m.get("tokens_per_second", 1) > 0 for m in run.metrics)
+    eval_losses = [m["eval_loss"] for m in run.metrics if "eval_loss" in m]
+    assert len(eval_losses) == 2 and all(0 < v < 20 for v in eval_losses)  # evaluated at steps 8 and 16
 
 
 def test_adapter_reloads_to_identical_logits(advertisegen_run):

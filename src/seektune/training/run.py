@@ -193,7 +193,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
     )
     if "tensorboard" in t.report_to:
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(work / "tensorboard"))
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")  # read when the Trainer is built
     stopper = StopOnSignal()
     trainer = Trainer(
         model=model,
