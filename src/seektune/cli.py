@@ -101,7 +101,10 @@ def inspect_data(
 
 def main(argv: Optional[list[str]] = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        # In non-standalone mode typer *returns* the code of typer.Exit (and of Ctrl-C, as 130) instead of exiting.
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except SeektuneError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
         sys.exit(2)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -38,6 +39,16 @@ def train(
     out = Path(cfg.output) if cfg.output else default_output(cfg)
     work = work_dir(out)
     checkpoint = _prepare_folders(out, work, resume)
+    try:
+        return _train_in(cfg, out, work, checkpoint, console)
+    except BaseException:
+        # A fresh run that failed before its first checkpoint leaves nothing worth resuming.
+        if checkpoint is None and last_checkpoint(work) is None:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path], console: Console) -> Run:
     if checkpoint is not None:
         saved = load_config(work / "config.yaml")
         if saved.model_dump(exclude={"train"}) != cfg.model_dump(exclude={"train"}):
