@@ -174,6 +174,16 @@ def _user_text(instruction: str, extra: Optional[str]) -> str:
     return f"{instruction}\n{extra}" if extra and extra.strip() else instruction
 
 
+def _objects(f: _Fields, ours: str, what: str):
+    """(index, 'field[i]', item) for a list-of-objects field, failing on a non-object item."""
+    name = f.cmap[ours]
+    for i, item in enumerate(f.listof(ours)):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            f.fail(where, f"expected an object with {what}")
+        yield i, where, item
+
+
 def from_alpaca(f: _Fields) -> list[Message]:
     msgs = []
     system = f.text("system", required=False)
@@ -200,11 +210,7 @@ def from_pair(f: _Fields) -> list[Message]:
 
 def from_conversation(f: _Fields) -> list[Message]:
     msgs = []
-    name = f.cmap["conversation"]
-    for i, turn in enumerate(f.listof("conversation")):
-        where = f"{name}[{i}]"
-        if not isinstance(turn, dict):
-            f.fail(where, "expected an object with input/output")
+    for i, where, turn in _objects(f, "conversation", "input/output"):
         for key in ("input", "output"):
             if not isinstance(turn.get(key), str) or not turn[key].strip():
                 f.fail(f"{where}.{key}", "missing, not text, or empty")
@@ -216,11 +222,7 @@ def from_conversation(f: _Fields) -> list[Message]:
 
 def from_messages(f: _Fields) -> list[Message]:
     msgs = []
-    name = f.cmap["messages"]
-    for i, m in enumerate(f.listof("messages")):
-        where = f"{name}[{i}]"
-        if not isinstance(m, dict):
-            f.fail(where, "expected an object with role and content")
+    for _, where, m in _objects(f, "messages", "role and content"):
         role = m.get("role")
         if role not in ROLES:
             f.fail(f"{where}.role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
@@ -239,11 +241,7 @@ def from_sharegpt(f: _Fields) -> list[Message]:
     system = f.text("system", required=False)
     if system:
         msgs.append(Message("system", system))
-    name = f.cmap["conversations"]
-    for i, turn in enumerate(f.listof("conversations")):
-        where = f"{name}[{i}]"
-        if not isinstance(turn, dict):
-            f.fail(where, "expected an object with from and value")
+    for _, where, turn in _objects(f, "conversations", "from and value"):
         who = turn.get("from", turn.get("role"))
         role = SHAREGPT_ROLES.get(who)
         if role is None:
