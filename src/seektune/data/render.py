@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from seektune.data.formats import Conversation, Message
-from seektune.errors import DataError, TemplateError
+from seektune.errors import TemplateError
 
 SENTINEL = "SEEKTUNE_ANSWER_7f3a"
 IGNORE = -100
@@ -267,7 +267,3 @@ def resolve_template(name_or_path: Optional[str], tokenizer) -> tuple[Optional[s
         f"({', '.join(builtin_template_names())})"
     )
 
-
-def raise_if_unsupervised(conv: Conversation, enc: Encoded) -> None:
-    if enc.n_supervised == 0:
-        raise DataError(conv.file, conv.index, None, "no supervised tokens after rendering", line=conv.line)
