@@ -57,9 +57,10 @@ def train(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow .bin/.pt pickle weights"),
 ):
     """Fine-tune with LoRA. With no arguments: the built-in demo on the embedded model."""
+    cfg = _build_config(config, model, data, fmt, output, set_, column, skip_bad_records, trust_remote_code, allow_pickle)
+    # Imported after validation, so a bad flag is reported without waiting for torch to load.
     from seektune.training.run import train as run_train
 
-    cfg = _build_config(config, model, data, fmt, output, set_, column, skip_bad_records, trust_remote_code, allow_pickle)
     run = run_train(cfg, resume=resume, console=console)
     if not run.complete:
         raise typer.Exit(130)

@@ -184,6 +184,8 @@ def load_config(
     for k, v in (overrides or {}).items():
         if v is not None:
             _set_dotted(tree, k, v)
+    if sets or any(v is not None for v in (overrides or {}).values()):
+        origin += " with command-line settings"
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as e:
