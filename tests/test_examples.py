@@ -46,5 +46,5 @@ def test_example_trains_on_the_embedded_model(example, tmp_path):
         ds.max_records = 6
     run = seektune.train(cfg)
     assert run.complete and (run.path / "adapter" / "adapter_model.safetensors").is_file()
-    losses = [m["loss"] for m in run.metrics if "loss" in m and not m.get("summary")]
+    losses = [m["loss"] for m in run.step_metrics]
     assert len(losses) == 2 and all(loss == loss for loss in losses)  # two finite steps

@@ -62,6 +62,11 @@ class Run:
         return [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     @property
+    def step_metrics(self) -> list[dict]:
+        """One row per logged training step (without the end-of-training summary row)."""
+        return [m for m in self.metrics if "loss" in m and not m.get("summary")]
+
+    @property
     def adapter_dir(self) -> Path:
         return self.path / "adapter"
 

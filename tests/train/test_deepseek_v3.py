@@ -77,7 +77,7 @@ def test_run_completes(v3_run):
     info = json.loads((run.path / "run.json").read_text())
     assert info["status"] == "complete" and info["global_step"] == 4
     assert math.isfinite(info["train_loss"]) and info["train_loss"] > 0
-    losses = [m["loss"] for m in run.metrics if "loss" in m and not m.get("summary")]
+    losses = [m["loss"] for m in run.step_metrics]
     assert len(losses) == 4 and all(math.isfinite(x) and x > 0 for x in losses)
 
 

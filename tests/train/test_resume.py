@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from seektune.cli import main as cli_main
+from seektune.run_folder import Run
 from tests.conftest import shared
 
 SEEKTUNE = Path(sys.executable).with_name("seektune")
@@ -93,9 +94,8 @@ def _ckpt_steps(work: Path) -> list[int]:
                   if (p / "trainer_state.json").is_file())
 
 
-def _loss_steps(metrics_file: Path) -> list[int]:
-    rows = [json.loads(l) for l in metrics_file.read_text().splitlines() if l.strip()]
-    return [r["step"] for r in rows if "loss" in r and not r.get("summary")]
+def _loss_steps(run_dir: Path) -> list[int]:
+    return [r["step"] for r in Run.open(run_dir).step_metrics]
 
 
 def test_sigint_saves_a_checkpoint_and_exits_130(interrupted):
@@ -112,7 +112,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(interrupted):
     n = max(steps)
     assert n >= SAVE_STEPS and n < MAX_STEPS, steps
     assert info["global_step"] == n  # the stop step was saved, not lost
-    assert _loss_steps(work / "metrics.jsonl") == list(range(1, n + 1))
+    assert _loss_steps(work) == list(range(1, n + 1))
     assert not (work / "adapter").exists()  # the adapter is only written by a finished run
 
 
@@ -152,7 +152,7 @@ def test_resume_finishes_the_run(interrupted, config_file):
     assert info["status"] == "complete"
     assert info["global_step"] == MAX_STEPS
     assert info["resumed_from"].endswith(f"checkpoint-{n}")
-    steps = _loss_steps(out / "metrics.jsonl")
+    steps = _loss_steps(out)
     first, resumed = steps[:n], steps[n:]
     assert first == list(range(1, n + 1))
     assert resumed == list(range(n + 1, MAX_STEPS + 1)), steps  # starts at N+1, no step trained twice

@@ -143,9 +143,7 @@ def _as_config(config) -> RunConfig:
     if isinstance(config, RunConfig):
         return config
     if isinstance(config, dict):
-        from seektune.config import RunConfig as RC
-
-        return RC.model_validate(config)
+        return RunConfig.model_validate(config)
     return load_config(config)
 
 
