@@ -95,6 +95,16 @@ class TrainSection(_Section):
     eval_steps: Optional[int] = Field(None, gt=0)
     report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
     sample_max_new_tokens: int = Field(96, gt=0, description="length of the before/after answers")
+    # The fast path (training/speed.py); "auto" = on where it is correct and pays (a CUDA GPU).
+    packing: Union[bool, Literal["auto"]] = Field(
+        "auto", description="padding-free packing: a batch becomes one row, position ids restart per sample"
+    )
+    attention: Literal["auto", "sdpa", "eager", "seektune_varlen", "flex_attention"] = Field(
+        "auto", description="attention kernel; auto = FlashAttention varlen on packed rows on a GPU, else sdpa"
+    )
+    liger: Union[bool, Literal["auto"]] = Field(
+        "auto", description="Liger fused kernels (RMSNorm, SwiGLU, RoPE, linear+cross-entropy); GPU only"
+    )
 
 
 class RunConfig(_Section):

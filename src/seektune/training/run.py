@@ -25,6 +25,7 @@ from seektune.models.source import resolve_source
 from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
 from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
 from seektune.training.collate import PadCollator, SampleDataset
+from seektune.training.speed import FastPath, decide, packed_collator, prepare_model_for_fast_path
 
 
 def train(
@@ -84,15 +85,20 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     # 3. Model + LoRA.
     precision = pick_precision(cfg.train.precision)
     model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle)
+    fast = _fast_path(cfg, model, console)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    # LoRA A matrices are drawn from torch's RNG: seed it, so the same config gives the same adapter.
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)
     model = attach_lora(model, cfg.lora)
     trainable, total = trainable_summary(model)
     console.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}: {trainable:,} trainable of {total:,} ({trainable / total:.3%})")
 
     # 4. Train.
-    trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision)
+    trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision, fast)
     stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -108,6 +114,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "max_steps": trainer.state.max_steps,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_loss": result.training_loss,
+        "fast_path": fast.to_dict(),
         "seconds": round(time.time() - started, 1),
         "system": _system_info(),
     }
@@ -163,7 +170,21 @@ def _prepare_folders(out: Path, work: Path, resume: bool) -> Optional[Path]:
     return None
 
 
-def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: Path, precision: str):
+def _fast_path(cfg: RunConfig, model, console: Console) -> FastPath:
+    """Packing, attention kernel and fused kernels for this model on this device (before LoRA is attached)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        fast = decide(cfg.train, model.config, device)
+    except ValueError as e:
+        raise SeektuneError(str(e)) from None
+    prepare_model_for_fast_path(model, fast)
+    console.print(f"speed: {fast.describe()}")
+    for note in fast.notes:
+        console.print(f"[dim]  {note}[/dim]")
+    return fast
+
+
+def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: Path, precision: str, fast: FastPath):
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
@@ -196,7 +217,8 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
         eval_steps=eval_steps if has_eval else None,
         report_to=list(t.report_to) or "none",
         remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
+        # Packed rows have no padding; counting "non-padding" by pad id would miss real EOS tokens there.
+        include_num_input_tokens_seen="all" if fast.packing else "non_padding",
         dataloader_num_workers=0,
         disable_tqdm=False,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
@@ -209,7 +231,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
         args=args,
         train_dataset=SampleDataset(data.train),
         eval_dataset=SampleDataset(data.eval) if has_eval else None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=packed_collator() if fast.packing else PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         callbacks=[MetricsLogger(work / "metrics.jsonl"), stopper],
     )

@@ -1,0 +1,191 @@
+"""The fast path: padding-free packing, FlashAttention on packed rows, Liger's fused kernels.
+
+Each switch is decided once, from `train.packing`, `train.attention` and `train.liger` ("auto" =
+on where it is correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes
+the loss: packed rows carry the same tokens and the same supervised labels as padded batches, and
+the position ids restart at every sample so no sample attends to another (transformers turns
+restarting position ids into a block-diagonal mask for sdpa/eager; the varlen kernel below gets the
+sample boundaries directly).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+
+VARLEN = "seektune_varlen"
+
+
+@dataclass
+class FastPath:
+    packing: bool
+    attention: str  # the attn_implementation the model runs with
+    liger: bool
+    notes: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        parts = [
+            "packing on (no padding)" if self.packing else "packing off (padded batches)",
+            f"attention {self.attention}",
+            "Liger kernels on" if self.liger else "Liger kernels off",
+        ]
+        return ", ".join(parts)
+
+
+def torch_varlen_attn():
+    """PyTorch's own FlashAttention varlen kernel (torch >= 2.9), or None."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def liger_available() -> bool:
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except Exception:  # not installed, or no triton/CUDA behind it
+        return False
+    return True
+
+
+def decide(train_cfg, model_config, device_type: str) -> FastPath:
+    """Resolve the 'auto' switches for this model on this device."""
+    notes: list[str] = []
+    on_gpu = device_type == "cuda"
+    packing = on_gpu if train_cfg.packing == "auto" else bool(train_cfg.packing)
+
+    attention = train_cfg.attention
+    if attention == "auto":
+        attention = "sdpa"
+        if on_gpu and packing:
+            if torch_varlen_attn() is None:
+                notes.append("torch has no varlen FlashAttention (needs torch >= 2.9): packed rows use sdpa with a block mask")
+            elif not _varlen_head_dims_ok(model_config):
+                notes.append("head dims above 256: packed rows use sdpa with a block mask")
+            else:
+                attention = VARLEN
+    if attention == VARLEN:
+        if not packing:
+            raise ValueError("train.attention=seektune_varlen needs train.packing on")
+        if not on_gpu or torch_varlen_attn() is None:
+            raise ValueError("train.attention=seektune_varlen needs a CUDA GPU and torch >= 2.9")
+
+    liger = train_cfg.liger
+    if liger == "auto":
+        liger = on_gpu and liger_available() and _liger_supports(model_config.model_type)
+        if on_gpu and not liger:
+            notes.append("Liger kernels not used (pip install liger-kernel for fused RMSNorm/SwiGLU/cross-entropy)")
+    elif liger and not liger_available():
+        raise ValueError("train.liger=true but liger-kernel cannot be imported; pip install liger-kernel (GPU only)")
+    return FastPath(packing=packing, attention=attention, liger=bool(liger), notes=notes)
+
+
+def _varlen_head_dims_ok(cfg) -> bool:
+    dims = [getattr(cfg, "head_dim", None)]
+    # MLA (DeepSeek-V2/V3): queries/keys are nope+rope wide, values v_head_dim; values get padded to match.
+    if getattr(cfg, "qk_nope_head_dim", None) is not None:
+        dims = [cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim]
+    elif dims[0] is None and getattr(cfg, "num_attention_heads", None):
+        dims = [cfg.hidden_size // cfg.num_attention_heads]
+    return all(d is not None and d <= 256 for d in dims)
+
+
+def _liger_supports(model_type: str) -> bool:
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except Exception:
+        return False
+    return model_type in MODEL_TYPE_TO_APPLY_LIGER_FN
+
+
+def apply_liger(model) -> None:
+    """Fused RMSNorm, SwiGLU, RoPE and linear+cross-entropy (the logits are never materialised)."""
+    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model)
+
+
+# ---- FlashAttention on packed rows ----------------------------------------------------------
+
+
+def register_varlen_attention() -> None:
+    """Make `attn_implementation="seektune_varlen"` available to every transformers model."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+
+    AttentionInterface.register(VARLEN, varlen_attention_forward)
+    # Like FlashAttention: no dense mask is built; sample boundaries come as cu_seq_lens.
+    ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, flash_attention_mask)
+
+
+def _boundaries(kwargs, total: int, device):
+    cu = kwargs.get("cu_seq_lens_q")
+    max_len = kwargs.get("max_length_q")
+    if cu is None:
+        pos = kwargs.get("position_ids")
+        if pos is None:  # one sequence (e.g. generation without padding)
+            return torch.tensor([0, total], dtype=torch.int32, device=device), total
+        starts = torch.nonzero(pos.view(-1) == 0).view(-1)
+        cu = torch.cat([starts, torch.tensor([total], device=pos.device)]).to(torch.int32)
+        max_len = int(cu.diff().max())
+    return cu.to(device=device, dtype=torch.int32), int(max_len)
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """query/key/value: (1, heads, total_tokens, dim) for one packed row -> (1, total_tokens, heads, dim)."""
+    varlen_attn = torch_varlen_attn()
+    if query.shape[0] != 1 or attention_mask is not None:
+        # Padded batches (e.g. generation) are not packed rows: use sdpa, which handles the mask.
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    total = query.shape[2]
+    cu, max_len = _boundaries(kwargs, total, query.device)
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: repeat kv heads
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    v_dim = v.shape[-1]
+    if v_dim != q.shape[-1]:  # MLA: values are narrower than queries; the kernel needs one width
+        v = torch.nn.functional.pad(v, (0, q.shape[-1] - v_dim))
+    out = varlen_attn(q, k, v, cu, cu, max_len, max_len, **_causal_kwargs(varlen_attn, scaling))
+    return out[..., :v_dim].unsqueeze(0), None
+
+
+def _causal_kwargs(fn, scaling) -> dict:
+    params = inspect.signature(fn).parameters
+    kw = {"scale": scaling} if "scale" in params else {}
+    if "is_causal" in params:  # torch 2.9-2.11
+        kw["is_causal"] = True
+    else:  # later torch: causal is a (-1, 0) window
+        kw["window_size"] = (-1, 0)
+    return kw
+
+
+def packed_collator():
+    """Concatenates a batch into one row; position ids restart per sample, cu_seq_lens mark the boundaries."""
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_flash_attn_kwargs=True, separator_id=-100)
+
+
+def prepare_model_for_fast_path(model, fast: FastPath) -> Optional[str]:
+    """Apply the model-level switches (before LoRA is attached). Returns the attention implementation set."""
+    if fast.packing:
+        # With a cache object present, transformers skips its packed-sequence detection and packed samples would
+        # attend to each other under sdpa/eager. Training never needs the cache.
+        model.config.use_cache = False
+    if fast.attention == VARLEN:
+        register_varlen_attention()
+    if fast.attention != getattr(model.config, "_attn_implementation", None):
+        model.set_attn_implementation(fast.attention)
+    if fast.liger:
+        apply_liger(model)
+    return fast.attention

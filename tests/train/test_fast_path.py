@@ -1,0 +1,141 @@
+"""The fast path must not change what is learned: packed rows give every sample exactly the logits it gets alone,
+the same loss as a padded batch, and a packed training run follows the padded run's losses step for step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import seektune
+from seektune.config import DatasetSpec, TrainSection
+from seektune.data.dataset import DatasetReport, load_conversations
+from seektune.data.render import ChatRenderer
+from seektune.training.collate import PadCollator
+from seektune.training.speed import (
+    VARLEN,
+    decide,
+    packed_collator,
+    prepare_model_for_fast_path,
+    register_varlen_attention,
+    varlen_attention_forward,
+)
+from tests.conftest import shared
+from tests.train.test_deepseek_v3 import tiny_v3_dir  # noqa: F401  (module fixture reused)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _samples(tokenizer, n=4, max_length=96):
+    renderer = ChatRenderer(tokenizer, None, "all_assistant", max_length)
+    convs = load_conversations(DatasetSpec(path=str(shared("identity/identity.json"))), False, DatasetReport("x"))
+    # Different lengths, so the padded batch really pads.
+    encoded = [renderer.encode(c) for c in convs[:n]]
+    assert len({len(e.input_ids) for e in encoded}) > 1
+    return [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
+
+
+def _load(folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa")
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.eval(), tok
+
+
+@pytest.fixture(scope="module", params=["smollm2", "deepseek_v3"])
+def model_and_samples(request, smol_dir, tiny_v3_dir):  # noqa: F811
+    model, tok = _load(smol_dir if request.param == "smollm2" else tiny_v3_dir)
+    # What seektune.train does before attaching LoRA when packing is on.
+    prepare_model_for_fast_path(model, decide(TrainSection(packing=True), model.config, "cpu"))
+    return model, tok, _samples(tok)
+
+
+@torch.no_grad()
+def test_packed_row_gives_each_sample_its_own_logits(model_and_samples):
+    model, tok, feats = model_and_samples
+    batch = packed_collator()(feats)
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    # Position ids restart at every sample: the boundaries transformers turns into a block-diagonal mask.
+    starts = (batch["position_ids"][0] == 0).nonzero().view(-1).tolist()
+    assert starts == batch["cu_seq_lens_q"][:-1].tolist()
+    packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+    for f, a, b in zip(feats, batch["cu_seq_lens_q"][:-1], batch["cu_seq_lens_q"][1:]):
+        alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
+        # If any token saw another sample, its logits would differ by far more than float noise.
+        assert torch.allclose(packed[a:b], alone, atol=2e-4), float((packed[a:b] - alone).abs().max())
+
+
+@torch.no_grad()
+def test_packed_loss_equals_padded_loss(model_and_samples):
+    model, tok, feats = model_and_samples
+    padded = PadCollator(tok.pad_token_id)(feats)
+    packed = packed_collator()(feats)
+    n_padded = int((padded["labels"][:, 1:] != -100).sum())
+    n_packed = int((packed["labels"][0, 1:] != -100).sum())
+    assert n_padded == n_packed > 0  # the same supervised tokens
+    loss_padded = model(**padded).loss
+    loss_packed = model(**packed).loss
+    assert abs(float(loss_padded) - float(loss_packed)) < 1e-4, (float(loss_padded), float(loss_packed))
+
+
+def _run(tmp_path, name, packing):
+    return seektune.train({
+        "data": {"datasets": [{"path": str(shared("identity/identity.json")), "max_records": 24}],
+                 "max_length": 96, "holdout_prompts": 0},
+        "lora": {"dropout": 0.0},
+        "train": {"max_steps": 3, "per_device_batch_size": 4, "learning_rate": 1e-3, "packing": packing,
+                  "save_steps": 100},
+        "output": str(tmp_path / name),
+    })
+
+
+def test_packed_training_follows_padded_training(tmp_path):
+    plain, packed = _run(tmp_path, "plain", False), _run(tmp_path, "packed", True)
+    assert plain.info["fast_path"]["packing"] is False and packed.info["fast_path"]["packing"] is True
+    a, b = plain.step_metrics, packed.step_metrics
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert abs(x["loss"] - y["loss"]) < 1e-3, (x, y)
+        assert abs(x["grad_norm"] - y["grad_norm"]) < 1e-2 * max(1.0, x["grad_norm"]), (x, y)
+    # Both count the same real tokens: packing adds none and loses none.
+    assert plain.info["fast_path"]["attention"] == packed.info["fast_path"]["attention"] == "sdpa"
+
+
+def test_auto_switches(smol_dir):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(smol_dir)
+    cpu = decide(TrainSection(), cfg, "cpu")
+    assert (cpu.packing, cpu.attention, cpu.liger) == (False, "sdpa", False)
+    gpu = decide(TrainSection(), cfg, "cuda")
+    assert gpu.packing is True
+    assert gpu.attention == VARLEN  # torch >= 2.9 ships the varlen FlashAttention kernel
+    forced = decide(TrainSection(packing=False, attention="eager"), cfg, "cuda")
+    assert (forced.packing, forced.attention) == (False, "eager")
+    with pytest.raises(ValueError, match="needs train.packing"):
+        decide(TrainSection(packing=False, attention=VARLEN), cfg, "cuda")
+    with pytest.raises(ValueError, match="CUDA"):
+        decide(TrainSection(packing=True, attention=VARLEN), cfg, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlashAttention varlen runs on CUDA GPUs only")
+def test_varlen_attention_matches_sdpa_per_sample():
+    register_varlen_attention()
+    torch.manual_seed(0)
+    lens = [5, 17, 9]
+    q, k, v = (torch.randn(1, 4, sum(lens), 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    cu = torch.tensor([0, 5, 22, 31], dtype=torch.int32, device="cuda")
+    out, _ = varlen_attention_forward(None, q, k, v, None, scaling=0.125, cu_seq_lens_q=cu, max_length_q=17)
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True, scale=0.125
+        ).transpose(1, 2)
+        assert torch.allclose(out[:, a:b], ref, atol=2e-2)
