@@ -103,7 +103,12 @@ class TrainSection(_Section):
         "auto", description="attention kernel; auto = FlashAttention varlen on packed rows on a GPU, else sdpa"
     )
     liger: Union[bool, Literal["auto"]] = Field(
-        "auto", description="Liger fused kernels (RMSNorm, SwiGLU, RoPE, linear+cross-entropy); GPU only"
+        "auto",
+        description="Liger fused kernels (RMSNorm, SwiGLU, RoPE, linear+cross-entropy): less memory, but slower in "
+        "bench/RESULTS.md, so auto = off; true to save memory (GPU only)",
+    )
+    compile: Union[bool, Literal["auto"]] = Field(
+        "auto", description="torch.compile each decoder layer (dynamic shapes); auto = on a GPU; ~1 min start-up"
     )
 
 

@@ -114,9 +114,9 @@ def test_auto_switches(smol_dir):
 
     cfg = AutoConfig.from_pretrained(smol_dir)
     cpu = decide(TrainSection(), cfg, "cpu")
-    assert (cpu.packing, cpu.attention, cpu.liger) == (False, "sdpa", False)
+    assert (cpu.packing, cpu.attention, cpu.liger, cpu.compile) == (False, "sdpa", False, False)
     gpu = decide(TrainSection(), cfg, "cuda")
-    assert gpu.packing is True
+    assert (gpu.packing, gpu.liger, gpu.compile) == (True, False, True)
     assert gpu.attention == VARLEN  # torch >= 2.9 ships the varlen FlashAttention kernel
     forced = decide(TrainSection(packing=False, attention="eager"), cfg, "cuda")
     assert (forced.packing, forced.attention) == (False, "eager")

@@ -25,7 +25,7 @@ from seektune.models.source import resolve_source
 from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
 from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
 from seektune.training.collate import PadCollator, SampleDataset
-from seektune.training.speed import FastPath, decide, packed_collator, prepare_model_for_fast_path
+from seektune.training.speed import FastPath, compile_layers, decide, packed_collator, prepare_model_for_fast_path
 
 
 def train(
@@ -94,6 +94,8 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     set_seed(cfg.train.seed)
     model = attach_lora(model, cfg.lora)
+    if fast.compile:
+        console.print(f"[dim]compiling {compile_layers(model)} decoder layers (first steps are slow)[/dim]")
     trainable, total = trainable_summary(model)
     console.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}: {trainable:,} trainable of {total:,} ({trainable / total:.3%})")
 
