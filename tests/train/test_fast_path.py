@@ -139,3 +139,20 @@ def test_varlen_attention_matches_sdpa_per_sample():
             q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True, scale=0.125
         ).transpose(1, 2)
         assert torch.allclose(out[:, a:b], ref, atol=2e-2)
+
+
+@torch.no_grad()
+def test_generation_after_packed_training_uses_sdpa_for_padded_batches(smol_dir, smol_tokenizer):
+    """The varlen kernel only serves packed rows; padded prompts and KV-cache decoding fall back to sdpa, so the
+    before/after answers of a GPU run are the answers sdpa gives."""
+    from seektune.data.formats import Message
+    from seektune.infer.generate import generate_answers
+
+    renderer = ChatRenderer(smol_tokenizer, None)
+    prompts = [[Message("user", "Who are you?")], [Message("user", "Name three colours of the rainbow, please.")]]
+    model, _ = _load(smol_dir)
+    plain = generate_answers(model, renderer, prompts, max_new_tokens=8)
+    register_varlen_attention()
+    model.set_attn_implementation(VARLEN)
+    assert model.config._attn_implementation == VARLEN
+    assert generate_answers(model, renderer, prompts, max_new_tokens=8) == plain

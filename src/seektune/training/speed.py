@@ -122,11 +122,21 @@ def apply_liger(model) -> None:
 def register_varlen_attention() -> None:
     """Make `attn_implementation="seektune_varlen"` available to every transformers model."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_attention_mask
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
     AttentionInterface.register(VARLEN, varlen_attention_forward)
-    # Like FlashAttention: no dense mask is built; sample boundaries come as cu_seq_lens.
-    ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, flash_attention_mask)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, _varlen_mask)
+
+
+def _varlen_mask(*args, **kwargs):
+    """No mask for packed rows (boundaries come as cu_seq_lens); padded batches, as in generation after training,
+    get sdpa's 4-D mask and go through sdpa."""
+    from transformers.masking_utils import sdpa_mask
+
+    attention_mask = kwargs.get("attention_mask")
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return sdpa_mask(*args, **kwargs)
 
 
 def _boundaries(kwargs, total: int, device):
@@ -145,8 +155,8 @@ def _boundaries(kwargs, total: int, device):
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """query/key/value: (1, heads, total_tokens, dim) for one packed row -> (1, total_tokens, heads, dim)."""
     varlen_attn = torch_varlen_attn()
-    if query.shape[0] != 1 or attention_mask is not None:
-        # Padded batches (e.g. generation) are not packed rows: use sdpa, which handles the mask.
+    if query.shape[0] != 1 or attention_mask is not None or query.shape[2] != key.shape[2]:
+        # Not a packed row: a padded batch, or a decoding step against the KV cache (generation). sdpa handles both.
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
