@@ -156,3 +156,21 @@ def test_generation_after_packed_training_uses_sdpa_for_padded_batches(smol_dir,
     model.set_attn_implementation(VARLEN)
     assert model.config._attn_implementation == VARLEN
     assert generate_answers(model, renderer, prompts, max_new_tokens=8) == plain
+
+
+@pytest.mark.slow
+def test_compiled_layers_give_the_same_losses(tmp_path):
+    """train.compile=true (on by default on a GPU) changes kernels, not the math: same losses as eager."""
+    runs = {}
+    for compiled in (False, True):
+        runs[compiled] = seektune.train({
+            "data": {"datasets": [{"path": str(shared("identity/identity.json")), "max_records": 16}],
+                     "max_length": 64, "holdout_prompts": 0},
+            "lora": {"dropout": 0.0},
+            "train": {"max_steps": 2, "per_device_batch_size": 4, "packing": True, "compile": compiled,
+                      "save_steps": 100},
+            "output": str(tmp_path / f"compiled-{compiled}"),
+        })
+    assert runs[True].info["fast_path"]["compile"] is True
+    for a, b in zip(runs[False].step_metrics, runs[True].step_metrics):
+        assert abs(a["loss"] - b["loss"]) < 1e-3, (a, b)
