@@ -87,9 +87,13 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = attach_lora(model, cfg.lora)
+    from seektune.training import moe
+
+    moe.use_grouped_experts(model, cfg.model.experts_implementation, console)
+    model = attach_lora(model, cfg.lora, moe.expert_choice_from_profile(model, cfg, data.train, console, work))
     trainable, total = trainable_summary(model)
     console.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}: {trainable:,} trainable of {total:,} ({trainable / total:.3%})")
+    moe.print_adapter_report(model, cfg, console, work)
 
     # 4. Train.
     trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision)
