@@ -17,6 +17,7 @@ from rich.console import Console
 from seektune.adapters.lora import attach_lora, check_adapter_weights, trainable_summary
 from seektune.config import RunConfig, load_config
 from seektune.data.dataset import PreparedData, conversation_prompt, fmt_report_lines, prepare_data
+from seektune.data.reasoning import ReasoningOptions
 from seektune.data.render import ChatRenderer, resolve_template
 from seektune.errors import SeektuneError
 from seektune.infer.generate import generate_answers
@@ -70,7 +71,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         console.print(f"[dim]this config is meant for {cfg.model.meant_for}; pass --model {cfg.model.meant_for} to use it[/dim]")
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     template, template_note = resolve_template(cfg.model.chat_template, tokenizer)
-    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length)
+    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length, ReasoningOptions.from_data(cfg.data))
     console.print(f"template: {template_note}; end of turn: {renderer.end_of_turn!r}")
 
     # 2. Data: every record counted; the held-out prompts never reach training.
