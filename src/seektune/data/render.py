@@ -17,7 +17,7 @@ at inference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +36,7 @@ class Encoded:
     labels: list[int]
     truncated: bool = False
     dropped_tokens: int = 0
+    images: list = field(default_factory=list)  # image files, in the order of their tokens (vision models)
 
     @property
     def n_supervised(self) -> int:
@@ -56,6 +57,7 @@ class ChatRenderer:
     ):
         self.tokenizer = tokenizer
         self.reasoning = reasoning or ReasoningOptions()
+        self.vision = None  # a models.vl.VisionSpec for DeepSeek-VL: <image> placeholders -> image tokens
         self.template = template or tokenizer.chat_template
         if not self.template:
             raise TemplateError(
@@ -137,6 +139,8 @@ class ChatRenderer:
                 if reasoning is not None and (i in full_turns or self.reasoning.history == "keep"):
                     content = with_reasoning(reasoning, content)
             role = m.role
+            if role == "user" and self.vision is not None:
+                content = content.replace("<image>", self.vision.image_token)
             if role == "tool" and not self.supports_role("tool"):
                 role = "user"  # counted in the data report by the caller
             out.append(Message(role, content))
@@ -263,9 +267,19 @@ class ChatRenderer:
             labels += piece if supervised else [IGNORE] * len(piece)
         if self.loss_on == "all":
             labels = list(ids)  # same tokens as the assistant-only sample, every one with a loss
-        enc = Encoded(ids, labels)
+        images = conv.meta.get("images") or []
+        if images:
+            from seektune.models.vl import check_and_expand
+
+            ids, labels = check_and_expand(self, conv, ids, labels, images)
+        enc = Encoded(ids, labels, images=images)
         if self.max_length and len(ids) > self.max_length:
-            enc = Encoded(ids[: self.max_length], labels[: self.max_length], True, len(ids) - self.max_length)
+            enc = Encoded(ids[: self.max_length], labels[: self.max_length], True, len(ids) - self.max_length, images)
+            if images and enc.input_ids.count(self.vision.image_token_id) != len(images) * self.vision.tokens_per_image:
+                raise TemplateError(
+                    f"{_where(conv)}: data.max_length={self.max_length} cuts through an image's tokens; raise "
+                    "data.max_length"
+                )
         return enc
 
     def _encode_with_offsets(self, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:

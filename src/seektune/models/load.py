@@ -60,11 +60,11 @@ def load_model(
     allow_pickle: bool = False,
     device_map: Optional[str] = None,
 ):
-    from transformers import AutoModelForCausalLM
+    from seektune.models.vl import auto_model_class
 
     _check_remote_code(source, trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_model_class(source.location).from_pretrained(
             source.location,
             revision=source.revision,
             dtype=DTYPES[precision],

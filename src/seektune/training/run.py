@@ -25,7 +25,8 @@ from seektune.models.load import load_model, load_tokenizer, pick_precision
 from seektune.models.source import resolve_source
 from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
 from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
-from seektune.training.collate import PadCollator, SampleDataset
+from seektune.models.vl import make_collator
+from seektune.training.collate import SampleDataset
 
 
 def train(
@@ -73,6 +74,9 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     template, template_note = resolve_template(cfg.model.chat_template, tokenizer)
     renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length, ReasoningOptions.from_data(cfg.data))
     console.print(f"template: {template_note}; end of turn: {renderer.end_of_turn!r}")
+    from seektune.models.vl import renderer_vision
+
+    renderer.vision = renderer_vision(source.location, tokenizer, cfg.model.trust_remote_code)
 
     # 2. Data: every record counted; the held-out prompts never reach training.
     data = prepare_data(cfg.data, renderer)
@@ -214,7 +218,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
         args=args,
         train_dataset=SampleDataset(data.train),
         eval_dataset=SampleDataset(data.eval) if has_eval else None,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=make_collator(model, tokenizer),
         processing_class=tokenizer,
         callbacks=[MetricsLogger(work / "metrics.jsonl"), stopper],
     )
