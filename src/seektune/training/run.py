@@ -88,6 +88,10 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     # 3. Model + LoRA.
     precision = pick_precision(cfg.train.precision)
+    from seektune.models.remote import check_remote_code
+
+    if note := check_remote_code(source.location, source.original, cfg.model.trust_remote_code)[1]:
+        console.print(f"[dim]{note}[/dim]")
     model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
