@@ -208,3 +208,19 @@ def test_reload_and_merge_give_adapter_logits(trained):
     w_merged = merged.model.layers[2].mlp.experts.down_proj
     w_base = base.model.layers[2].mlp.experts.down_proj
     assert torch.equal(w_merged[0], w_base[0]) and not torch.equal(w_merged[6], w_base[6])
+
+
+def test_inspect_shows_target_groups():
+    from rich.console import Console
+
+    from seektune.models.inspect import inspect_model, render_inspection
+
+    console = Console(record=True, width=200)
+    ins = inspect_model(tiny("v2"), LoraSection(targets=["attention", "experts"], dropout=0.0))
+    render_inspection(ins, console)
+    out = console.export_text()
+    for group in ("attention", "dense-mlp", "shared-experts", "experts", "router"):
+        assert f"  {group}\n" in out, group
+    assert "model.layers.*.self_attn.q_proj  ×3" in out and "model.layers.*.mlp.experts:gate_up_proj  ×2" in out
+    assert "q_a_proj" not in out  # V2 here has no q_lora_rank: only the projections that exist are listed
+    assert ins.lora_targets and any("experts" in t for t in ins.lora_targets)

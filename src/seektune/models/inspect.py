@@ -106,7 +106,7 @@ def render_inspection(ins: Inspection, console, max_depth: int = 6) -> None:
     if ins.groups:
         from seektune.adapters.targets import condense
 
-        console.print("target groups (lora.targets: NAME, or a list of names; default = attention + dense MLPs/shared experts):")
+        console.print("target groups (use as lora.targets: NAME, or a list of names):")
         for g, names in ins.groups.items():
             console.print(f"  [bold]{g}[/bold]")
             for pattern, count in condense(names):
