@@ -224,3 +224,20 @@ def test_inspect_shows_target_groups():
     assert "model.layers.*.self_attn.q_proj  ×3" in out and "model.layers.*.mlp.experts:gate_up_proj  ×2" in out
     assert "q_a_proj" not in out  # V2 here has no q_lora_rank: only the projections that exist are listed
     assert ins.lora_targets and any("experts" in t for t in ins.lora_targets)
+
+
+def test_separate_linear_experts_by_module_name():
+    """Remote-code-style MoE layers keep each expert as its own MLP (nn.Linear): chosen experts by module name."""
+    from torch import nn
+    from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2MLP
+
+    model = tiny("v2")
+    for i in MOE:
+        mlp = model.model.layers[i].mlp
+        mlp.experts = nn.ModuleList(DeepseekV2MLP(model.config, intermediate_size=16) for _ in range(8))
+    peft_model = attach_lora(model, LoraSection(targets="experts", r=8, experts=[1, 3]))
+    assert adapted_names(peft_model) == sorted(
+        f"model.layers.{i}.mlp.experts.{e}.{p}" for i in MOE for e in (1, 3) for p in ("gate_proj", "up_proj", "down_proj")
+    )
+    assert peft_model.base_model.model.model.layers[2].mlp.experts[3].up_proj.r["default"] == 8 // 2
+    assert peft_model.peft_config["default"].lora_dropout == 0.05  # plain Linear LoRA keeps its dropout
