@@ -50,3 +50,13 @@ def test_training_path_uses_grouped_experts():
     experts = model.model.layers[1].mlp.experts
     assert experts.config._experts_implementation == "grouped_mm"
     assert use_grouped_experts(model, "eager", Console(quiet=True)) == "eager"  # asked for explicitly
+
+
+def test_v2_lite_shape_matches_the_real_model():
+    bench = load_bench()
+    model = bench.build("v2-lite", "meta", torch.bfloat16)  # no memory: shapes only
+    assert type(model).__name__ == "DeepseekV2ForCausalLM"
+    assert 15.6e9 < sum(p.numel() for p in model.parameters()) < 15.8e9  # DeepSeek-V2-Lite: 15.7B parameters
+    moe = model.model.layers[1].mlp
+    assert moe.experts.gate_up_proj.shape == (64, 2 * 1408, 2048) and moe.gate.top_k == 6
+    assert model.model.layers[0].self_attn.q_proj.out_features == 16 * 192  # q_lora_rank None: plain q_proj
