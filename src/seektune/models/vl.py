@@ -105,7 +105,12 @@ class VLCollator:
         self.text_collator, self.processor = text_collator, processor
 
     def __call__(self, features: list[dict]) -> dict:
-        from PIL import Image
+        try:
+            from PIL import Image
+        except ImportError as e:
+            from seektune.errors import SeektuneError
+
+            raise SeektuneError("images need Pillow: pip install 'seektune[vision]' (or pillow)") from e
 
         batch = self.text_collator(features)
         paths = [p for f in features for p in f.get("images") or []]
