@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Union
 
 from seektune.data.formats import Message
+from seektune.data.reasoning import ReasoningOptions
 from seektune.data.render import ChatRenderer
 from seektune.infer.generate import generate_answers
 from seektune.run_folder import Run
@@ -48,5 +49,5 @@ def load(run_dir: Union[str, Path], precision: str = "auto") -> LoadedModel:
     base = load_model(source, pick_precision(precision), cfg.model.trust_remote_code, cfg.model.allow_pickle)
     model = load_adapter(base, str(run.adapter_dir))
     model.eval()
-    renderer = ChatRenderer(tokenizer, None, cfg.data.loss_on, cfg.data.max_length)
+    renderer = ChatRenderer(tokenizer, None, cfg.data.loss_on, cfg.data.max_length, ReasoningOptions.from_data(cfg.data))
     return LoadedModel(model, tokenizer, renderer, run)

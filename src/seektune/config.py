@@ -32,6 +32,10 @@ class ModelSection(_Section):
     chat_template: Optional[str] = Field(
         None, description="a built-in template name or a .jinja file; default: the tokenizer's own template"
     )
+    experts_implementation: Optional[Literal["grouped_mm", "batched_mm", "eager"]] = Field(
+        None, description="MoE expert kernel (transformers); default grouped_mm: all experts in one grouped matmul, "
+        "not a Python loop over experts (eager)"
+    )
 
 
 class DatasetSpec(_Section):
@@ -54,6 +58,21 @@ class DataSection(_Section):
     holdout_prompts: int = Field(3, ge=0, description="records kept out of training for the before/after table")
     skip_bad_records: bool = False
     seed: int = 42
+    history_reasoning: Literal["drop", "keep"] = Field(
+        "drop", description="reasoning of earlier assistant turns: dropped from the history (as R1 templates and "
+        "chat clients do) or kept (only with templates that render it)"
+    )
+    empty_think: Literal["supervise", "ignore"] = Field(
+        "supervise", description="an answer with an empty <think></think> block: learn the block too, or only the answer"
+    )
+    think_prefill: Literal["prompt", "response"] = Field(
+        "prompt", description="a template's generation-prompt pre-fill (R1's '<think>\\n'): part of the prompt (not "
+        "learned, as the template gives it at inference) or part of the response (learned; inference prompts omit it)"
+    )
+    split_turns: bool = Field(
+        False, description="one sample per assistant turn (history as the template renders it); needed for multi-turn "
+        "data with templates that rewrite history, such as R1's, which strips reasoning from earlier turns"
+    )
 
 
 LoraTargets = Union[str, list[str]]
@@ -71,6 +90,21 @@ class LoraSection(_Section):
     modules_to_save: list[str] = Field(default_factory=list)
     use_rslora: bool = False
     use_dora: bool = False
+    experts: Optional[Union[list[int], dict[Literal["top_k_used"], int]]] = Field(
+        None, description="routed experts to adapt with the `experts` target group: a list of ids, or "
+        "{top_k_used: N}, the N experts per layer the router picks most on a sample of the training data"
+    )
+    expert_r: Optional[int] = Field(None, gt=0, description="rank per routed expert; default r // experts trained")
+    routing_profile_records: int = Field(64, gt=0, description="training samples the routing profile runs over")
+
+    @field_validator("experts")
+    @classmethod
+    def _experts_valid(cls, v):
+        if isinstance(v, dict) and (set(v) != {"top_k_used"} or v["top_k_used"] <= 0):
+            raise ValueError("expected a list of expert ids or {top_k_used: N} with N > 0")
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list chooses no expert; leave lora.experts out to train all of them")
+        return v
 
 
 class TrainSection(_Section):

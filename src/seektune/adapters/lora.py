@@ -26,18 +26,59 @@ def build_lora_config(spec: LoraSection, model_type: str) -> LoraConfig:
     )
 
 
-def attach_lora(model, spec: LoraSection):
+def attach_lora(model, spec: LoraSection, expert_choice=None):
+    """Attach LoRA as `spec` says. Target groups (models/targets.py) resolve against this model; the plan is kept
+    on the returned model as `seektune_plan` for the pre-training report."""
     from peft import get_peft_model
 
-    cfg = build_lora_config(spec, model.config.model_type)
+    from seektune.adapters.experts import hold_unchosen_experts
+    from seektune.adapters.targets import plan_targets, quiet_peft_pattern_warning
+
+    plan = plan_targets(model, spec, expert_choice)
+    cfg = config_from_plan(spec, plan, model.config.model_type)
+    quiet_peft_pattern_warning()
     try:
         with native_v5_targets(model.config.model_type):
-            return get_peft_model(model, cfg)
+            peft_model = get_peft_model(model, cfg)
     except ValueError as e:
         raise SeektuneError(
             f"lora.targets={spec.targets!r} matched no module of this {model.config.model_type} model ({e}). "
-            "Run `seektune inspect MODEL` to see the module names"
+            "Run `seektune inspect MODEL` to see the module names and target groups"
         ) from e
+    hold_unchosen_experts(peft_model, plan)
+    peft_model.seektune_plan = plan
+    return peft_model
+
+
+def config_from_plan(spec: LoraSection, plan, model_type: str) -> LoraConfig:
+    if not plan.groups:  # a regex or module names, as given
+        return build_lora_config(spec, model_type)
+    dropout = spec.dropout
+    if plan.uses_parameters and dropout:
+        # PEFT's ParamWrapper (LoRA on fused expert tensors / the router weight) cannot apply dropout.
+        if "dropout" in spec.model_fields_set:
+            raise SeektuneError(
+                f"lora.dropout={dropout}: LoRA on fused expert tensors or the router (groups {plan.groups}) cannot use "
+                "dropout (PEFT target_parameters); set lora.dropout: 0"
+            )
+        plan.notes.append(f"lora.dropout {dropout} -> 0: PEFT's LoRA on parameters (experts/router) has no dropout")
+        dropout = 0.0
+    if plan.uses_parameters and spec.use_dora:
+        raise SeektuneError("lora.use_dora: DoRA does not work on fused expert tensors or the router; turn one off")
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=dropout,
+        bias=spec.bias,
+        target_modules=plan.target_modules,
+        target_parameters=plan.target_parameters or None,
+        rank_pattern=plan.rank_pattern,
+        alpha_pattern=plan.alpha_pattern,
+        modules_to_save=(spec.modules_to_save + plan.modules_to_save) or None,
+        use_rslora=spec.use_rslora,
+        use_dora=spec.use_dora,
+    )
 
 
 def trainable_summary(model) -> tuple[int, int]:
@@ -92,5 +133,8 @@ def native_v5_targets(model_type: str):
 def load_adapter(model, adapter_dir: str, is_trainable: bool = False):
     from peft import PeftModel
 
+    from seektune.adapters.targets import quiet_peft_pattern_warning
+
+    quiet_peft_pattern_warning()
     with native_v5_targets(model.config.model_type):
         return PeftModel.from_pretrained(model, adapter_dir, is_trainable=is_trainable)

@@ -34,6 +34,8 @@ class DatasetReport:
     tool_turns_rendered_as_user: int = 0
     tokens: int = 0
     supervised_tokens: int = 0
+    extra_samples_from_split_turns: int = 0
+    records_in_last_encode: int = field(default=0, repr=False)
 
     @property
     def supervised_fraction(self) -> float:
@@ -41,6 +43,7 @@ class DatasetReport:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("records_in_last_encode")
         d["records_skipped"] = len(self.skipped)
         d["supervised_fraction"] = round(self.supervised_fraction, 4)
         return d
@@ -95,10 +98,11 @@ def encode_all(
     convs: list[Conversation], renderer: ChatRenderer, skip_bad: bool, report: DatasetReport
 ) -> list[Encoded]:
     out = []
+    records = 0
     tool_ok = renderer.supports_role("tool")
     for conv in convs:
         try:
-            enc = renderer.encode(conv)
+            encs = renderer.encode_turns(conv)  # one sample, or one per assistant turn (data.split_turns)
         except TemplateError as e:
             if not skip_bad:
                 raise
@@ -106,16 +110,21 @@ def encode_all(
             continue
         if not tool_ok:
             report.tool_turns_rendered_as_user += sum(m.role == "tool" for m in conv.messages)
-        if enc.truncated:
-            report.samples_truncated += 1
-            report.tokens_cut_by_truncation += enc.dropped_tokens
-        if enc.n_supervised == 0:
-            # Only truncation can do this (every record has a non-empty answer); count it, never hide it.
-            report.dropped_no_supervised_after_truncation += 1
-            continue
-        report.tokens += len(enc.input_ids)
-        report.supervised_tokens += enc.n_supervised
-        out.append(enc)
+        report.extra_samples_from_split_turns += len(encs) - 1
+        kept = len(out)
+        for enc in encs:
+            if enc.truncated:
+                report.samples_truncated += 1
+                report.tokens_cut_by_truncation += enc.dropped_tokens
+            if enc.n_supervised == 0:
+                # Only truncation can do this (every record has a non-empty answer); count it, never hide it.
+                report.dropped_no_supervised_after_truncation += 1
+                continue
+            report.tokens += len(enc.input_ids)
+            report.supervised_tokens += enc.n_supervised
+            out.append(enc)
+        records += len(out) > kept
+    report.records_in_last_encode = records  # records with at least one sample (split_turns makes several)
     return out
 
 
@@ -141,10 +150,10 @@ def prepare_data(cfg: DataSection, renderer: ChatRenderer) -> PreparedData:
         holdout += [convs[i] for i in held]
         report.records_held_out_for_samples = len(held)
         encoded_eval = encode_all([convs[i] for i in sorted(eval_idx)], renderer, cfg.skip_bad_records, report)
-        report.records_held_out_for_eval = len(encoded_eval)
+        report.records_held_out_for_eval = report.records_in_last_encode
         evals += encoded_eval
         encoded = encode_all([convs[i] for i in train_idx], renderer, cfg.skip_bad_records, report)
-        report.records_used_for_training = len(encoded)
+        report.records_used_for_training = report.records_in_last_encode
         train += encoded
     if not train:
         raise SeektuneError("no training samples: every record was skipped, held out or truncated away")

@@ -281,7 +281,11 @@ def to_conversation(
         msgs.insert(0, Message("system", default_system))
     tools = f.listof("tools", required=False) if "tools" in FIELDS[fmt] else None
     check_turns(msgs, f)
-    return Conversation(msgs, record.file, record.index, record.line, tools=tools)
+    conv = Conversation(msgs, record.file, record.index, record.line, tools=tools)
+    from seektune.data.images import attach_images
+
+    attach_images(conv, record)  # `images: [...]` for vision-language models
+    return conv
 
 
 def check_turns(msgs: list[Message], f: _Fields) -> None:

@@ -7,6 +7,7 @@ from rich.text import Text
 
 from seektune.config import RunConfig
 from seektune.data.dataset import DatasetReport, default_datasets, encode_all, fmt_report_lines, load_conversations
+from seektune.data.reasoning import ReasoningOptions
 from seektune.data.render import IGNORE, ChatRenderer, resolve_template
 from seektune.models.load import load_tokenizer
 from seektune.models.source import resolve_source
@@ -16,7 +17,7 @@ def show_samples(cfg: RunConfig, n: int, console: Console) -> None:
     source = resolve_source(cfg.model.source, revision=cfg.model.revision, allow_pickle=cfg.model.allow_pickle)
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     template, note = resolve_template(cfg.model.chat_template, tokenizer)
-    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length)
+    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length, ReasoningOptions.from_data(cfg.data))
     console.print(f"template: {note}; end of turn: {renderer.end_of_turn!r}")
     reports = []
     for spec in cfg.data.datasets or default_datasets():

@@ -17,11 +17,12 @@ at inference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from seektune.data.formats import Conversation, Message
+from seektune.data.reasoning import ReasoningOptions, empty_think_prefix, split_inline_think
 from seektune.errors import TemplateError
 
 SENTINEL = "SEEKTUNE_ANSWER_7f3a"
@@ -35,6 +36,7 @@ class Encoded:
     labels: list[int]
     truncated: bool = False
     dropped_tokens: int = 0
+    images: list = field(default_factory=list)  # image files, in the order of their tokens (vision models)
 
     @property
     def n_supervised(self) -> int:
@@ -49,8 +51,13 @@ def with_reasoning(reasoning: Optional[str], answer: str) -> str:
 class ChatRenderer:
     """Renders conversations with one tokenizer and one template; knows the end-of-turn token."""
 
-    def __init__(self, tokenizer, template: Optional[str] = None, loss_on: str = "all_assistant", max_length=None):
+    def __init__(
+        self, tokenizer, template: Optional[str] = None, loss_on: str = "all_assistant", max_length=None,
+        reasoning: Optional[ReasoningOptions] = None,
+    ):
         self.tokenizer = tokenizer
+        self.reasoning = reasoning or ReasoningOptions()
+        self.vision = None  # a models.vl.VisionSpec for DeepSeek-VL: <image> placeholders -> image tokens
         self.template = template or tokenizer.chat_template
         if not self.template:
             raise TemplateError(
@@ -117,16 +124,23 @@ class ChatRenderer:
         return ids
 
     # ---- conversation -> pieces ------------------------------------------------------------
-    def prepare(self, messages: list[Message]) -> list[Message]:
-        """Messages as the template will see them: reasoning folded in, unsupported tool roles mapped."""
+    def prepare(self, messages: list[Message], full_turns=()) -> list[Message]:
+        """Messages as the template will see them: unsupported tool roles mapped; reasoning (a `reasoning` field or
+        an inline <think> block) folded in for the assistant turns in `full_turns` (the supervised ones), and for
+        history turns only with history_reasoning: keep."""
         out = []
-        for m in messages:
+        for i, m in enumerate(messages):
             content = m.content
             if m.role == "assistant":
+                reasoning = m.reasoning
+                if reasoning is None:
+                    reasoning, content = split_inline_think(content)
                 content = content.strip()
-                if m.reasoning is not None:
-                    content = with_reasoning(m.reasoning, content)
+                if reasoning is not None and (i in full_turns or self.reasoning.history == "keep"):
+                    content = with_reasoning(reasoning, content)
             role = m.role
+            if role == "user" and self.vision is not None:
+                content = content.replace("<image>", self.vision.image_token)
             if role == "tool" and not self.supports_role("tool"):
                 role = "user"  # counted in the data report by the caller
             out.append(Message(role, content))
@@ -134,37 +148,64 @@ class ChatRenderer:
 
     def pieces(self, conv: Conversation) -> list[tuple[str, bool]]:
         """(text, supervised) pieces whose concatenation is the training text."""
-        msgs = self.prepare(conv.messages)
-        tools = conv.tools
-        assistant_idx = [i for i, m in enumerate(msgs) if m.role == "assistant"]
+        return [(t, sup) for t, sup, _ in self._pieces(conv)]
+
+    def _pieces(self, conv: Conversation) -> list[tuple[str, bool, str]]:
+        """(text, supervised, kind) with kind 'prompt' | 'answer' | 'trailing'."""
+        assistant_idx = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
         if self.loss_on == "last_assistant":
             # Earlier answers are plain history here, rendered however the template renders history.
             assistant_idx = assistant_idx[-1:]
-        pieces: list[tuple[str, bool]] = []
+        hist = self.prepare(conv.messages)  # history as the inference prompt shows it
+        full = self.prepare(conv.messages, set(assistant_idx))  # supervised turns with their reasoning
+        tools = conv.tools
+        pieces: list[tuple[str, bool, str]] = []
         done = ""  # training text so far
         for i in assistant_idx:
-            prompt = self.render_text(msgs[:i], add_generation_prompt=True, tools=tools)
+            prompt = self.render_text(hist[:i], add_generation_prompt=True, tools=tools)
             if not prompt.startswith(done):
                 raise TemplateError(
                     f"{_where(conv)}: the template renders earlier turns differently once later turns follow "
-                    "(for example it drops <think> reasoning from history), so one sample cannot supervise every "
-                    "assistant turn. Use data.loss_on: last_assistant, or split the conversation."
+                    "(for example it drops <think> reasoning from history, or history_reasoning: drop removes it), so "
+                    "one sample cannot supervise every assistant turn. Set data.split_turns: true (one sample per "
+                    "assistant turn), or data.loss_on: last_assistant."
                 )
-            answer, end, trailing = self._assistant_span(msgs, i, prompt, tools, conv)
-            pieces.append((prompt[len(done) :], False))
-            pieces.append((answer + end, True))
+            self._check_kept_history(conv, hist[:i], prompt)
+            prefill, answer, end, trailing = self._assistant_span(hist[:i], full[i].content, prompt, tools, conv)
+            if prefill and self.reasoning.think_prefill == "response":
+                prompt, answer = prompt[: len(prompt) - len(prefill)], prefill + answer
+            empty = empty_think_prefix(answer, prefill if self.reasoning.think_prefill == "prompt" else "")
+            turn: list[tuple[str, bool, str]] = []
+            if empty and self.reasoning.empty_think == "ignore":
+                turn.append((answer[:empty], False, "answer"))
+                answer = answer[empty:]
+            turn.append((answer + end, True, "answer"))
             if trailing:
-                pieces.append((trailing, False))
-            done = prompt + answer + end + trailing
-        return [(t, s) for t, s in pieces if t]
+                turn.append((trailing, False, "trailing"))
+            pieces.append((prompt[len(done) :], False, "prompt"))
+            pieces += turn
+            done = prompt + "".join(t for t, _, _ in turn)
+        return [p for p in pieces if p[0]]
 
-    def _assistant_span(self, msgs, i, prompt, tools, conv) -> tuple[str, str, str]:
-        wrapped = self.render_text(msgs[:i] + [Message("assistant", SENTINEL)], False, tools=tools)
+    def _check_kept_history(self, conv, history: list[Message], prompt: str) -> None:
+        if self.reasoning.history != "keep":
+            return
+        for m in conv.messages[: len(history)]:
+            reasoning = m.reasoning if m.reasoning is not None else split_inline_think(m.content)[0]
+            if m.role == "assistant" and reasoning and reasoning.strip() not in prompt:
+                raise TemplateError(
+                    f"{_where(conv)}: data.history_reasoning: keep, but this chat template removes reasoning from "
+                    "earlier assistant turns (R1 templates do), so it cannot be kept; use history_reasoning: drop"
+                )
+
+    def _assistant_span(self, history, content, prompt, tools, conv) -> tuple[str, str, str, str]:
+        """(generation-prompt pre-fill, answer after it, end-of-turn text, trailing text)."""
+        wrapped = self.render_text(history + [Message("assistant", SENTINEL)], False, tools=tools)
         at = wrapped.find(SENTINEL)
         if at < 0:
             raise TemplateError(f"{_where(conv)}: the chat template does not render assistant turns")
         head, after = wrapped[:at], wrapped[at + len(SENTINEL) :]
-        content = msgs[i].content
+        prefill = ""
         if head.startswith(prompt):
             answer = head[len(prompt) :] + content  # e.g. the space after "Assistant:"
         elif prompt.startswith(head):
@@ -186,21 +227,36 @@ class ChatRenderer:
         special = self._first_special(after)
         if special is not None:
             tok, pos = special
-            return answer, after[: pos + len(tok)], after[pos + len(tok) :]
+            return prefill, answer, after[: pos + len(tok)], after[pos + len(tok) :]
         eos = self.tokenizer.eos_token
         if eos is None:
             raise TemplateError("the template ends assistant turns with no special token and the tokenizer has no EOS")
         # No end-of-turn token in the template: learn EOS anyway, or the model never stops.
-        return answer, after + eos, ""
+        return prefill, answer, after + eos, ""
 
     # ---- pieces -> ids ----------------------------------------------------------------------
+    def encode_turns(self, conv: Conversation) -> list[Encoded]:
+        """One sample, or with data.split_turns one sample per assistant turn (its history as the template renders it)."""
+        if not self.reasoning.split_turns:
+            return [self.encode(conv)]
+        import copy
+
+        last_only = copy.copy(self)
+        last_only.loss_on = "all" if self.loss_on == "all" else "last_assistant"
+        ends = [i + 1 for i, m in enumerate(conv.messages) if m.role == "assistant"]
+        if self.loss_on == "last_assistant":
+            ends = ends[-1:]
+        return [last_only.encode(_replace(conv, conv.messages[:n])) for n in ends]
+
     def encode(self, conv: Conversation) -> Encoded:
-        pieces = self.pieces(conv)
+        tagged = self._pieces(conv)
+        pieces = [(t, sup) for t, sup, _ in tagged]
         # Everything before the last answer is tokenized in one call, exactly as the prompt is at
         # inference (BPE merges across piece boundaries would otherwise differ); earlier answers inside
-        # it are labelled through the character offsets. The last answer and what follows it are
-        # tokenized on their own, as the model generates them after the prompt.
-        if (last := max(k for k, (_, sup) in enumerate(pieces) if sup)) == 0:
+        # it are labelled through the character offsets. The last answer (and an unsupervised empty think
+        # block before it) and what follows it are tokenized on their own, as the model generates them.
+        last = max((k + 1 for k, (_, _, kind) in enumerate(tagged) if kind == "prompt"), default=0)
+        if last == 0:
             ids, labels, rest = [], [], pieces
         else:
             ids, labels = self._encode_with_offsets(pieces[:last])
@@ -211,9 +267,19 @@ class ChatRenderer:
             labels += piece if supervised else [IGNORE] * len(piece)
         if self.loss_on == "all":
             labels = list(ids)  # same tokens as the assistant-only sample, every one with a loss
-        enc = Encoded(ids, labels)
+        images = conv.meta.get("images") or []
+        if images:
+            from seektune.models.vl import check_and_expand
+
+            ids, labels = check_and_expand(self, conv, ids, labels, images)
+        enc = Encoded(ids, labels, images=images)
         if self.max_length and len(ids) > self.max_length:
-            enc = Encoded(ids[: self.max_length], labels[: self.max_length], True, len(ids) - self.max_length)
+            enc = Encoded(ids[: self.max_length], labels[: self.max_length], True, len(ids) - self.max_length, images)
+            if images and enc.input_ids.count(self.vision.image_token_id) != len(images) * self.vision.tokens_per_image:
+                raise TemplateError(
+                    f"{_where(conv)}: data.max_length={self.max_length} cuts through an image's tokens; raise "
+                    "data.max_length"
+                )
         return enc
 
     def _encode_with_offsets(self, pieces: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
@@ -233,10 +299,27 @@ class ChatRenderer:
         ]
         return list(ids), labels
 
+    def prompt_text(self, messages: list[Message], tools=None) -> str:
+        """The prompt at inference, byte for byte the prompt used in training (a pre-fill learned as part of the
+        response, think_prefill: response, is left for the model to write)."""
+        history = self.prepare(messages)
+        text = self.render_text(history, add_generation_prompt=True, tools=tools)
+        if self.reasoning.think_prefill == "response":
+            wrapped = self.render_text(history + [Message("assistant", SENTINEL)], False, tools=tools)
+            head = wrapped[: wrapped.find(SENTINEL)]
+            if text.startswith(head):
+                text = head
+        return text
+
     def prompt_ids(self, messages: list[Message], tools=None) -> list[int]:
         """Token ids of the prompt at inference, byte for byte the prompt used in training."""
-        text = self.render_text(self.prepare(messages), add_generation_prompt=True, tools=tools)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(self.prompt_text(messages, tools), add_special_tokens=False)["input_ids"]
+
+
+def _replace(conv: Conversation, messages: list[Message]) -> Conversation:
+    import dataclasses
+
+    return dataclasses.replace(conv, messages=messages)
 
 
 def _where(conv: Conversation) -> str:

@@ -1,4 +1,8 @@
-"""Per-architecture LoRA target presets.
+"""Per-architecture LoRA target presets (the regex/list path).
+
+Named target groups -- attention, dense-mlp, shared-experts, experts, router for DeepSeek-V2/V3; language, vision,
+projector for DeepSeek-VL; combinable as a list -- are resolved against the model in adapters/targets.py. These
+presets remain for `resolve_targets` when targets are given as a regex or module names.
 
 `default` targets every projection of attention and of the dense/shared MLPs. For DeepSeek-V2/V3
 it leaves out the router (`mlp.gate`, not a Linear in transformers 5) and the routed experts, which

@@ -34,6 +34,7 @@ class Inspection:
     total_params: int
     lora_trainable: int | None = None
     lora_targets: list[str] = field(default_factory=list)
+    groups: dict = field(default_factory=dict)  # target group -> module names it adapts (adapters/targets.py)
 
 
 def meta_model(location: str, trust_remote_code: bool = False):
@@ -68,6 +69,9 @@ def inspect_model(model, lora_spec=None) -> Inspection:
                 fused[key] = ("×".join(map(str, p.shape)), fused.get(key, ("", 0))[1] + 1)
     total = sum(p.numel() for p in model.parameters())
     result = Inspection(model.config.model_type, list(rows.values()), linears, fused, total)
+    from seektune.adapters.targets import group_members
+
+    result.groups = group_members(model, lora_spec)
     if lora_spec is not None:
         from seektune.adapters.lora import attach_lora, trainable_summary
 
@@ -99,6 +103,14 @@ def render_inspection(ins: Inspection, console, max_depth: int = 6) -> None:
         console.print("fused expert parameters (PEFT target_parameters):")
         for name, (shape, count) in ins.fused_parameters.items():
             console.print(f"  {name}  {shape}  ×{count}")
+    if ins.groups:
+        from seektune.adapters.targets import condense
+
+        console.print("target groups (use as lora.targets: NAME, or a list of names):")
+        for g, names in ins.groups.items():
+            console.print(f"  [bold]{g}[/bold]")
+            for pattern, count in condense(names):
+                console.print(f"    {pattern}  ×{count}")
     if ins.lora_trainable is not None:
         console.print(
             f"LoRA: {ins.lora_trainable:,} trainable parameters ({ins.lora_trainable / ins.total_params:.3%} of "

@@ -24,21 +24,11 @@ def pick_precision(asked: str) -> str:
 
 
 def _check_remote_code(source: ModelSource, trust_remote_code: bool) -> None:
-    if source.kind not in ("folder", "embedded", "gguf"):
-        return
-    cfg_path = Path(source.location) / "config.json"
-    if not cfg_path.is_file():
-        return
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    from transformers import CONFIG_MAPPING
+    """Raises for a folder whose model type exists only as remote code (see models/remote.py)."""
+    if source.kind in ("folder", "embedded", "gguf"):
+        from seektune.models.remote import check_remote_code
 
-    model_type = cfg.get("model_type")
-    if model_type not in CONFIG_MAPPING and "auto_map" in cfg and not trust_remote_code:
-        raise ModelSourceError(
-            f"{source.original}: model_type {model_type!r} exists only as remote code in this folder and "
-            "transformers has no native class for it. Remote code runs arbitrary Python: read it, then pass "
-            "--trust-remote-code, or convert the checkpoint to a native model type"
-        )
+        check_remote_code(source.location, source.original, trust_remote_code)
 
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
@@ -60,11 +50,13 @@ def load_model(
     allow_pickle: bool = False,
     device_map: Optional[str] = None,
 ):
-    from transformers import AutoModelForCausalLM
+    from seektune.models.remote import check_remote_code
+    from seektune.models.vl import auto_model_class
 
-    _check_remote_code(source, trust_remote_code)
+    if source.kind in ("folder", "embedded", "gguf"):
+        trust_remote_code, _ = check_remote_code(source.location, source.original, trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_model_class(source.location).from_pretrained(
             source.location,
             revision=source.revision,
             dtype=DTYPES[precision],

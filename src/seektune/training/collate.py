@@ -17,7 +17,10 @@ class SampleDataset(Dataset):
 
     def __getitem__(self, i):
         s = self.samples[i]
-        return {"input_ids": s.input_ids, "labels": s.labels}
+        item = {"input_ids": s.input_ids, "labels": s.labels}
+        if getattr(s, "images", None):
+            item["images"] = s.images  # loaded by models.vl.VLCollator
+        return item
 
 
 class PadCollator:

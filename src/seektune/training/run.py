@@ -17,6 +17,7 @@ from rich.console import Console
 from seektune.adapters.lora import attach_lora, check_adapter_weights, trainable_summary
 from seektune.config import RunConfig, load_config
 from seektune.data.dataset import PreparedData, conversation_prompt, fmt_report_lines, prepare_data
+from seektune.data.reasoning import ReasoningOptions
 from seektune.data.render import ChatRenderer, resolve_template
 from seektune.errors import SeektuneError
 from seektune.infer.generate import generate_answers
@@ -24,7 +25,8 @@ from seektune.models.load import load_model, load_tokenizer, pick_precision
 from seektune.models.source import resolve_source
 from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
 from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
-from seektune.training.collate import PadCollator, SampleDataset
+from seektune.models.vl import make_collator
+from seektune.training.collate import SampleDataset
 from seektune.training.speed import FastPath, compile_layers, decide, packed_collator, prepare_model_for_fast_path
 
 
@@ -71,8 +73,11 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         console.print(f"[dim]this config is meant for {cfg.model.meant_for}; pass --model {cfg.model.meant_for} to use it[/dim]")
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
     template, template_note = resolve_template(cfg.model.chat_template, tokenizer)
-    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length)
+    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length, ReasoningOptions.from_data(cfg.data))
     console.print(f"template: {template_note}; end of turn: {renderer.end_of_turn!r}")
+    from seektune.models.vl import renderer_vision
+
+    renderer.vision = renderer_vision(source.location, tokenizer, cfg.model.trust_remote_code)
 
     # 2. Data: every record counted; the held-out prompts never reach training.
     data = prepare_data(cfg.data, renderer)
@@ -84,20 +89,29 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     # 3. Model + LoRA.
     precision = pick_precision(cfg.train.precision)
+    from seektune.models.remote import check_remote_code
+
+    if note := check_remote_code(source.location, source.original, cfg.model.trust_remote_code)[1]:
+        console.print(f"[dim]{note}[/dim]")
     model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle)
     fast = _fast_path(cfg, model, console)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    from seektune.training import moe
+
+    moe.use_grouped_experts(model, cfg.model.experts_implementation, console)
+    expert_choice = moe.expert_choice_from_profile(model, cfg, data.train, console, work)
     # LoRA A matrices are drawn from torch's RNG: seed it, so the same config gives the same adapter.
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    model = attach_lora(model, cfg.lora)
+    model = attach_lora(model, cfg.lora, expert_choice)
     if fast.compile:
         console.print(f"[dim]compiling {compile_layers(model)} decoder layers (first steps are slow)[/dim]")
     trainable, total = trainable_summary(model)
     console.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}: {trainable:,} trainable of {total:,} ({trainable / total:.3%})")
+    moe.print_adapter_report(model, cfg, console, work)
 
     # 4. Train.
     trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision, fast)
@@ -233,7 +247,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
         args=args,
         train_dataset=SampleDataset(data.train),
         eval_dataset=SampleDataset(data.eval) if has_eval else None,
-        data_collator=packed_collator() if fast.packing else PadCollator(tokenizer.pad_token_id),
+        data_collator=packed_collator() if fast.packing else make_collator(model, tokenizer),
         processing_class=tokenizer,
         callbacks=[MetricsLogger(work / "metrics.jsonl"), stopper],
     )

@@ -63,6 +63,8 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
     notes: list[str] = []
     on_gpu = device_type == "cuda"
     packing = on_gpu if train_cfg.packing == "auto" else bool(train_cfg.packing)
+    if getattr(model_config, "vision_config", None) is not None and train_cfg.packing == "auto":
+        packing = False  # image features are placed per padded sample by the VL collator
 
     attention = train_cfg.attention
     if attention == "auto":
