@@ -35,6 +35,7 @@ class Encoded:
     labels: list[int]
     truncated: bool = False
     dropped_tokens: int = 0
+    source: str = ""  # "file:line record N", to name the records of a bad training step
 
     @property
     def n_supervised(self) -> int:

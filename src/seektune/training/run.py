@@ -25,6 +25,10 @@ from seektune.models.source import resolve_source
 from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
 from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
 from seektune.training.collate import PadCollator, SampleDataset
+from seektune.training.guards import out_of_memory_error
+from seektune.training.paths import check_output_path
+from seektune.training.preflight import preflight
+from seektune.training.trainer import NonFiniteTrainingError, SeektuneTrainer, discard_partial_checkpoints
 
 
 def train(
@@ -32,15 +36,27 @@ def train(
     *,
     resume: bool = False,
     console: Optional[Console] = None,
-) -> Run:
-    """Fine-tune with LoRA and return the run folder. `config` may be a RunConfig, a dict, or a YAML path."""
+    dry_run: bool = False,
+    callbacks: Optional[list] = None,
+):
+    """Fine-tune with LoRA and return the run folder. `config` may be a RunConfig, a dict, or a YAML path.
+
+    `dry_run=True` only runs the checks every run starts with (no weights loaded, nothing written) and
+    returns their Preflight; `callbacks` are extra transformers TrainerCallbacks."""
     console = console or Console()
     cfg = _as_config(config)
-    out = Path(cfg.output) if cfg.output else default_output(cfg)
+    out = check_output_path(cfg.output) if cfg.output else default_output(cfg)
+    if dry_run:
+        from seektune.training.preflight import dry_run as _dry_run
+
+        return _dry_run(cfg, out, console)
     work = work_dir(out)
     checkpoint = _prepare_folders(out, work, resume)
+    if checkpoint is not None:
+        for name in discard_partial_checkpoints(work):
+            console.print(f"[yellow]removed the incomplete checkpoint {name} (a save that never finished)[/yellow]")
     try:
-        return _train_in(cfg, out, work, checkpoint, console)
+        return _train_in(cfg, out, work, checkpoint, console, callbacks or [])
     except BaseException:
         # A fresh run that failed before its first checkpoint leaves nothing worth resuming.
         if checkpoint is None and last_checkpoint(work) is None:
@@ -48,7 +64,7 @@ def train(
         raise
 
 
-def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path], console: Console) -> Run:
+def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path], console: Console, callbacks) -> Run:
     if checkpoint is not None:
         saved = load_config(work / "config.yaml")
         if saved.model_dump(exclude={"train"}) != cfg.model_dump(exclude={"train"}):
@@ -69,12 +85,14 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if cfg.model.meant_for and cfg.model.meant_for != cfg.model.source:
         console.print(f"[dim]this config is meant for {cfg.model.meant_for}; pass --model {cfg.model.meant_for} to use it[/dim]")
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    template, template_note = resolve_template(cfg.model.chat_template, tokenizer)
-    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length)
-    console.print(f"template: {template_note}; end of turn: {renderer.end_of_turn!r}")
 
-    # 2. Data: every record counted; the held-out prompts never reach training.
-    data = prepare_data(cfg.data, renderer)
+    # 2. Checks before any weights are loaded (the same as --dry-run): config, template, every record,
+    #    mask coverage, LoRA targets, memory. Data: every record counted; held-out prompts never reach training.
+    check = preflight(cfg, source, tokenizer, out)
+    check.raise_if_problems()
+    template, template_note, renderer, data = check.template, check.template_note, check.renderer, check.data
+    for line in check.summary:
+        console.print(line)
     for line in fmt_report_lines(data.reports):
         console.print(line)
     (work / "data_report.json").write_text(
@@ -93,9 +111,13 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     # 4. Train.
     trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision)
+    for cb in callbacks:
+        trainer.add_callback(cb)
     stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.OutOfMemoryError as e:
+        raise out_of_memory_error(e, cfg, check.memory, trainer.state.global_step) from None
     finally:
         stopper.uninstall()
     info = {
@@ -108,9 +130,14 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "max_steps": trainer.state.max_steps,
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_loss": result.training_loss,
+        "non_finite_steps_skipped": trainer.guard.total,
         "seconds": round(time.time() - started, 1),
         "system": _system_info(),
     }
+    if trainer.guard.stopped_at is not None:
+        info["status"] = f"stopped: {trainer.guard.consecutive} non-finite steps in a row"
+        (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        raise NonFiniteTrainingError(trainer.guard.message(last_checkpoint(work), cfg))
     if stopper.requested:
         info["status"] = f"interrupted by {stopper.requested}"
         (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -164,7 +191,7 @@ def _prepare_folders(out: Path, work: Path, resume: bool) -> Optional[Path]:
 
 
 def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: Path, precision: str):
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
     t = cfg.train
@@ -204,7 +231,10 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
     if "tensorboard" in t.report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")  # read when the Trainer is built
     stopper = StopOnSignal()
-    trainer = Trainer(
+    trainer = SeektuneTrainer(
+        max_bad_steps=t.max_bad_steps,
+        sample_sources=[e.source for e in data.train],
+        metrics_path=work / "metrics.jsonl",
         model=model,
         args=args,
         train_dataset=SampleDataset(data.train),
