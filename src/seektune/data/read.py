@@ -242,7 +242,10 @@ def _stream_array(path: Path) -> Iterator[RawRecord]:
                             fail(s, pos, f"record {index} is larger than {MAX_RECORD_CHARS >> 20} MiB of text "
                                  "(or has an unterminated string)", index)
                         fail(s, e.pos, f"invalid JSON: {e.msg}", index)
-                    if end < len(s.buf) or s.eof or not s.more():  # a number may continue in the next chunk
+                    # A number cut by the buffer ("1" of "1.5") parses too: trust a value only when what follows
+                    # it is visible and may follow a value, or when the file ends.
+                    followed = end < len(s.buf) and s.buf[end] in ",] \t\r\n"
+                    if followed or end < len(s.buf) - 64 or s.eof or not s.more():
                         break
                 yield RawRecord(str(path), index, s.line_of(pos), data)
                 index += 1
