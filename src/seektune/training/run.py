@@ -105,6 +105,9 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # LoRA's A matrices are drawn now: the same seed must give the same start
     model = attach_lora(model, cfg.lora)
     trainable, total = trainable_summary(model)
     console.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}: {trainable:,} trainable of {total:,} ({trainable / total:.3%})")
