@@ -97,6 +97,7 @@ class NonFiniteGuard(TrainerCallback):
             return control
         self.total += 1
         self.consecutive += 1
+        control.should_save = False  # the newest checkpoint stays the last good step's
         records = [self.sources[i] if i < len(self.sources) else f"sample {i}" for i in sorted(set(self._step_ids))]
         self.bad_records += [r for r in records if r not in self.bad_records]
         if self.metrics_path is not None:
@@ -109,7 +110,6 @@ class NonFiniteGuard(TrainerCallback):
         if self.consecutive >= self.max_bad_steps:
             self.stopped_at = state.global_step
             control.should_training_stop = True
-            control.should_save = False  # keep the last good checkpoint as the newest one
         return control
 
     def message(self, last_good: Optional[Path], cfg) -> str:
