@@ -258,7 +258,7 @@ def dry_run(cfg: RunConfig, out, console) -> Preflight:
         console.print(line)
     if pf.data is not None:
         for line in fmt_report_lines(pf.data.reports):
-            console.print(line)
+            console.print(line, markup=False, highlight=False)  # "[alpaca]" is text, not a style
     pf.raise_if_problems()
     t = cfg.train
     steps = t.max_steps if t.max_steps > 0 else -(-len(pf.data.train) // (t.per_device_batch_size * t.gradient_accumulation)) * t.epochs
