@@ -1,26 +1,16 @@
 """Where a run may write: inside its output folder, and nowhere else.
 
 The output folder is the user's explicit choice; every path below it is built from fixed names or from
-numbers (`checkpoint-12`). A name built from anything else (a model id, a dataset name, a sweep value)
-goes through `safe_name` or `safe_join`, so `..`, absolute paths and symlinks cannot lead a write
-outside the folder.
+numbers (`checkpoint-12`); a name built from anything else (a model id, a dataset name, a sweep value)
+must go through `safe_join`, so that `..`, absolute paths and symlinks cannot lead a write outside it.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from seektune.errors import SeektuneError
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(text: str, fallback: str = "run") -> str:
-    """One path component made from arbitrary text: no separators, never `.` or `..`, never hidden."""
-    name = _UNSAFE.sub("-", str(text)).strip("-.")
-    return name[:120] or fallback
 
 
 def safe_join(root, *parts) -> Path:

@@ -74,7 +74,10 @@ class Preflight:
 
 
 def preflight(cfg: RunConfig, source, tokenizer, output=None) -> Preflight:
+    from seektune.models.load import _check_remote_code
+
     pf = Preflight()
+    _check_remote_code(source, cfg.model.trust_remote_code)  # before anything reads the folder's code
     _check_config(cfg, output, pf)
     _check_template_and_data(cfg, tokenizer, pf)
     model_config = _check_targets(cfg, source, pf)
@@ -245,7 +248,7 @@ def oom_advice(cfg: RunConfig) -> str:
 def dry_run(cfg: RunConfig, out, console) -> Preflight:
     """`seektune train --dry-run`: every check, nothing loaded but configs and tokenizer, nothing written."""
     from seektune.data.dataset import fmt_report_lines
-    from seektune.models.load import load_tokenizer
+    from seektune.models.load import _check_remote_code, load_tokenizer
     from seektune.models.source import resolve_source
 
     source = resolve_source(
@@ -253,6 +256,7 @@ def dry_run(cfg: RunConfig, out, console) -> Preflight:
         progress=lambda m: console.print(f"[dim]{m}[/dim]"),
     )
     console.print(f"model: [bold]{source.display_name}[/bold] (dry run: no weights are loaded)")
+    _check_remote_code(source, cfg.model.trust_remote_code)
     pf = preflight(cfg, source, load_tokenizer(source, cfg.model.trust_remote_code), out)
     for line in pf.summary:
         console.print(line)
