@@ -184,3 +184,12 @@ def test_skip_bad_records_trains_and_reports_every_skipped_record(tmp_path, tiny
     assert all(s["reason"] and s["line"] for s in ds["skipped"])
     assert ds["records_used_for_training"] + ds["records_held_out_for_eval"] + ds["records_held_out_for_samples"] \
         + ds["records_skipped"] == ds["records_read"]
+
+
+def test_csv_with_a_long_field_is_read_whole(tmp_path):
+    path = tmp_path / "long.csv"
+    answer = "word " * 60_000  # 300 KB: over the csv module's default field limit
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write('prompt,response\nhi,"' + answer + '"\n')
+    convs, report = _load(path, fmt="pair")
+    assert convs[0].reference == answer and not report.skipped

@@ -106,3 +106,29 @@ def test_resume_after_sigkill_and_a_half_written_checkpoint_matches_an_uninterru
         assert torch.allclose(ref[k], got[k], rtol=1e-4, atol=1e-6), (k, float((ref[k] - got[k]).abs().max()))
     # and the adapter actually trained (lora_B left zero would make any two runs "equal")
     assert max(float(v.abs().max()) for k, v in got.items() if "lora_B" in k) > 1e-4
+
+
+def test_sigterm_saves_the_current_step_and_exits_130(setup, tmp_path):
+    """What a cluster scheduler sends before it kills a job: the step in progress is finished and saved."""
+    d, cfg = setup
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(yaml.safe_dump(dict(cfg, output=str(tmp_path / "term"))))
+    work = tmp_path / "term.incomplete"
+    proc = subprocess.Popen(seektune_cmd("train", cfg_file), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=child_env(), cwd=tmp_path, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (work / "checkpoints" / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        log, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, log
+    assert "SIGTERM received" in log and "--resume" in log
+    info = json.loads((work / "run.json").read_text())
+    assert info["status"] == "interrupted by SIGTERM"
+    assert (work / "checkpoints" / f"checkpoint-{info['global_step']}" / "trainer_state.json").is_file()

@@ -274,6 +274,9 @@ def _records_of_single_object(path: Path, obj: Any) -> Iterator[RawRecord]:
 
 
 def _read_csv(path: Path, skip_bad: bool) -> Iterator[RawRecord]:
+    # The csv module refuses fields over 128 KiB by default; a long answer is a record, not an error.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_CHARS))
+
     def gen():
         with _open_text(path) as f:
             reader = csv.DictReader(f)

@@ -16,8 +16,8 @@ from rich.console import Console
 
 from seektune.adapters.lora import attach_lora, check_adapter_weights, trainable_summary
 from seektune.config import RunConfig, load_config
-from seektune.data.dataset import PreparedData, conversation_prompt, fmt_report_lines, prepare_data
-from seektune.data.render import ChatRenderer, resolve_template
+from seektune.data.dataset import PreparedData, conversation_prompt, fmt_report_lines
+from seektune.data.render import ChatRenderer
 from seektune.errors import SeektuneError
 from seektune.infer.generate import generate_answers
 from seektune.models.load import load_model, load_tokenizer, pick_precision
