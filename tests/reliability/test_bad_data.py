@@ -9,9 +9,8 @@ import pytest
 
 import seektune
 from seektune.cli import main as cli_main
-from seektune.config import DataSection, DatasetSpec
+from seektune.config import DatasetSpec
 from seektune.data.dataset import DatasetReport, load_conversations
-from seektune.data.read import read_records
 from seektune.errors import DataError
 from tests.reliability.conftest import alpaca_records, tiny_config, write_json
 
