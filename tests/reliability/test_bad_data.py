@@ -175,7 +175,7 @@ def test_skip_bad_records_trains_and_reports_every_skipped_record(tmp_path, tiny
     console = Console(width=200, no_color=True)
     run = seektune.train(cfg, console=console)
     out = capsys.readouterr().out
-    assert "3 skipped" in out and "skipped 1x" in out
+    assert "some_bad.json [alpaca]: 14 read" in out and "3 skipped" in out and "skipped 1x" in out
     report = json.loads((run.path / "data_report.json").read_text())
     (ds,) = report["datasets"]
     assert ds["records_read"] == 14 and ds["records_skipped"] == 3

@@ -62,3 +62,39 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(small_disk, tmp_pa
     assert run.complete and run.info["global_step"] == 6
     assert run.info["resumed_from"].endswith("checkpoint-2")
     shutil.rmtree(run.path)  # keep the tmpfs unmountable without leftovers
+
+
+LIMITED_RUN = """
+import json, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG instead of killing us
+import seektune
+from transformers import TrainerCallback
+
+class LimitAfterFirstSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+try:
+    seektune.train(json.loads(sys.argv[1]), callbacks=[LimitAfterFirstSave()])
+except Exception as e:
+    print("ERROR", type(e).__name__, e)
+"""
+
+
+def test_a_write_that_fails_mid_checkpoint_keeps_the_previous_one(tmp_path, tiny_llama):
+    """Without root (no tmpfs): a real EFBIG from RLIMIT_FSIZE, set after the first checkpoint, in a child process."""
+    import sys
+
+    from tests.reliability.conftest import child_env
+
+    data = write_json(tmp_path / "data.json", alpaca_records(24))
+    cfg = tiny_config(tiny_llama, data, tmp_path / "run", max_steps=6, save_steps=2)
+    p = subprocess.run([sys.executable, "-c", LIMITED_RUN, json.dumps(cfg)], capture_output=True, text=True,
+                       env=child_env(), timeout=300)
+    out = " ".join(p.stdout.split())
+    assert "ERROR CheckpointWriteError could not write checkpoint-4" in out, p.stdout + p.stderr
+    assert "ulimit -f" in out and "checkpoint-2 is intact" in out
+    work = tmp_path / "run.incomplete"
+    assert sorted(x.name for x in (work / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert last_checkpoint(work).name == "checkpoint-2"
+    load_file(str(work / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"))

@@ -94,7 +94,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     for line in check.summary:
         console.print(line)
     for line in fmt_report_lines(data.reports):
-        console.print(line)
+        console.print(line, markup=False, highlight=False)  # "[alpaca]" is text, not a rich style
     (work / "data_report.json").write_text(
         json.dumps(data.to_dict(template_note), indent=2, ensure_ascii=False), encoding="utf-8"
     )

@@ -10,6 +10,7 @@ within one filesystem is atomic), and only then are old checkpoints rotated away
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -204,8 +205,13 @@ def _save_failure(e: Exception, root: str, name: str) -> str:
     shutil.rmtree(os.path.join(root, STAGING), ignore_errors=True)
     prev = last_checkpoint(Path(root).parent)
     free = shutil.disk_usage(root).free
-    full = "No space left" in str(e) or "StorageFull" in str(e) or getattr(e, "errno", None) in (28, 27) or free < 1 << 20
-    what = "the disk is full" if full else f"{type(e).__name__}: {e}"
+    err_no = getattr(e, "errno", None)
+    if "No space left" in str(e) or "StorageFull" in str(e) or err_no == errno.ENOSPC or free < 1 << 20:
+        what = "the disk is full"
+    elif err_no == errno.EFBIG or "File too large" in str(e):
+        what = "a file grew past the size this process may write (ulimit -f)"
+    else:
+        what = f"{type(e).__name__}: {e}"
     kept = f"the previous checkpoint {prev} is intact" if prev else "no earlier checkpoint exists"
     return (
         f"could not write {name} in {root}: {what} ({free / 2**20:.0f} MiB free). The partial checkpoint was "
