@@ -55,12 +55,16 @@ def train(
     skip_bad_records: bool = typer.Option(False, "--skip-bad-records", help="skip and report bad records"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="run the model folder's own code"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="allow .bin/.pt pickle weights"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="check config, data, template, targets, memory; train nothing"),
 ):
     """Fine-tune with LoRA. With no arguments: the built-in demo on the embedded model."""
     cfg = _build_config(config, model, data, fmt, output, set_, column, skip_bad_records, trust_remote_code, allow_pickle)
     # Imported after validation, so a bad flag is reported without waiting for torch to load.
     from seektune.training.run import train as run_train
 
+    if dry_run:
+        run_train(cfg, console=console, dry_run=True)
+        return
     run = run_train(cfg, resume=resume, console=console)
     if not run.complete:
         raise typer.Exit(130)

@@ -129,6 +129,9 @@ class TrainSection(_Section):
     eval_steps: Optional[int] = Field(None, gt=0)
     report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
     sample_max_new_tokens: int = Field(96, gt=0, description="length of the before/after answers")
+    max_bad_steps: int = Field(
+        5, gt=0, description="stop after this many steps in a row with a NaN/Inf loss or gradient (each is skipped)"
+    )
     # The fast path (training/speed.py); "auto" = on where it is correct and pays (a CUDA GPU).
     packing: Union[bool, Literal["auto"]] = Field(
         "auto", description="padding-free packing: a batch becomes one row, position ids restart per sample"

@@ -17,6 +17,15 @@ from seektune.data.render import ChatRenderer, Encoded
 from seektune.errors import DataError, SeektuneError, TemplateError
 
 BUNDLED_SAMPLE = Path(__file__).parent.parent / "samples" / "identity.json"
+EXPECTED = {
+    "alpaca": "instruction and output as text (+ input, system, history)",
+    "pair": "prompt and response as text (+ system)",
+    "conversation": "conversation: a list of {input, output} objects (+ system in the first)",
+    "messages": "messages: a list of {role, content}, roles user/assistant alternating (+ system first, tool)",
+    "sharegpt": "conversations: a list of {from, value}, human/gpt alternating",
+    "reasoning": "Question, Complex_CoT and Response as text",
+}
+SKIP_HINT = ". Fix the record, or pass --skip-bad-records to skip and report such records (in data_report.json)"
 
 
 @dataclass
@@ -73,21 +82,25 @@ def default_datasets() -> list[DatasetSpec]:
 def load_conversations(spec: DatasetSpec, skip_bad: bool, report: DatasetReport) -> list[Conversation]:
     convs: list[Conversation] = []
     fmt = None if spec.format == "auto" else spec.format
-    for rec in read_records(spec.path):
+    for rec in read_records(spec.path, skip_bad=True):
         if spec.max_records is not None and report.records_read >= spec.max_records:
             break
         report.records_read += 1
         try:
+            if rec.error is not None:
+                raise rec.error
             if fmt is None:
                 fmt = detect_format(rec, spec.columns)
             convs.append(to_conversation(rec, fmt, spec.columns, spec.system))
         except DataError as e:
             if not skip_bad:
+                expected = f". The {fmt} format expects {EXPECTED[fmt]}" if e.field and fmt in EXPECTED else ""
                 raise DataError(
-                    e.file, e.record, e.field, e.problem + ". Fix the record, or pass --skip-bad-records to skip and "
-                    "report such records", line=e.line, column=e.column,
+                    e.file, e.record, e.field, e.problem + expected + SKIP_HINT, line=e.line, column=e.column,
                 ) from None
-            report.skipped.append({"index": rec.index, "line": rec.line, "field": e.field, "reason": e.problem})
+            report.skipped.append(
+                {"index": rec.index, "line": rec.line, "column": e.column, "field": e.field, "reason": e.problem}
+            )
     report.format = fmt or spec.format
     if report.records_read == 0:
         raise DataError(spec.path, None, None, "no records in the file (only blank lines?)")
@@ -105,9 +118,10 @@ def encode_all(
             encs = renderer.encode_turns(conv)  # one sample, or one per assistant turn (data.split_turns)
         except TemplateError as e:
             if not skip_bad:
-                raise
+                raise TemplateError(str(e) + SKIP_HINT) from None
             report.skipped.append({"index": conv.index, "line": conv.line, "field": None, "reason": str(e)})
             continue
+        enc.source = f"{Path(conv.file).name}:{conv.line or '?'} record {conv.index}"
         if not tool_ok:
             report.tool_turns_rendered_as_user += sum(m.role == "tool" for m in conv.messages)
         report.extra_samples_from_split_turns += len(encs) - 1
@@ -128,7 +142,9 @@ def encode_all(
     return out
 
 
-def prepare_data(cfg: DataSection, renderer: ChatRenderer) -> PreparedData:
+def prepare_data(cfg: DataSection, renderer: ChatRenderer, file_errors: Optional[list] = None) -> PreparedData:
+    """`file_errors`: when given, a dataset whose file cannot be read at all is recorded there and left out,
+    so that a dry run can report every problem at once (the caller then refuses to train)."""
     specs = cfg.datasets or default_datasets()
     rng = random.Random(cfg.seed)
     train: list[Encoded] = []
@@ -138,7 +154,13 @@ def prepare_data(cfg: DataSection, renderer: ChatRenderer) -> PreparedData:
     for n, spec in enumerate(specs):
         report = DatasetReport(file=spec.path)
         reports.append(report)
-        convs = load_conversations(spec, cfg.skip_bad_records, report)
+        try:
+            convs = load_conversations(spec, cfg.skip_bad_records, report)
+        except DataError as e:
+            if file_errors is None or e.record is not None:
+                raise
+            file_errors.append(e)
+            continue
         order = list(range(len(convs)))
         rng.shuffle(order)
         take = cfg.holdout_prompts if n == 0 else 0
@@ -155,6 +177,8 @@ def prepare_data(cfg: DataSection, renderer: ChatRenderer) -> PreparedData:
         encoded = encode_all([convs[i] for i in train_idx], renderer, cfg.skip_bad_records, report)
         report.records_used_for_training = report.records_in_last_encode
         train += encoded
+    if file_errors is not None:  # the caller (the preflight checks) judges what is left
+        return PreparedData(train, evals, holdout, reports)
     if not train:
         raise SeektuneError("no training samples: every record was skipped, held out or truncated away")
     if sum(e.n_supervised for e in train) == 0:

@@ -37,6 +37,7 @@ class Encoded:
     truncated: bool = False
     dropped_tokens: int = 0
     images: list = field(default_factory=list)  # image files, in the order of their tokens (vision models)
+    source: str = ""  # "file:line record N", to name the records of a bad training step
 
     @property
     def n_supervised(self) -> int:

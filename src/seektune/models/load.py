@@ -71,4 +71,10 @@ def load_model(
                 "--allow-pickle only if you trust the source"
             ) from e
         raise ModelSourceError(f"cannot load {source.original}: {e}") from e
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ModelSourceError(
+            f"{source.original}: a weights file is damaged or truncated ({e}); download or convert it again"
+        ) from e
     return model

@@ -16,9 +16,8 @@ from rich.console import Console
 
 from seektune.adapters.lora import attach_lora, check_adapter_weights, trainable_summary
 from seektune.config import RunConfig, load_config
-from seektune.data.dataset import PreparedData, conversation_prompt, fmt_report_lines, prepare_data
-from seektune.data.reasoning import ReasoningOptions
-from seektune.data.render import ChatRenderer, resolve_template
+from seektune.data.dataset import PreparedData, conversation_prompt, fmt_report_lines
+from seektune.data.render import ChatRenderer
 from seektune.errors import SeektuneError
 from seektune.infer.generate import generate_answers
 from seektune.models.load import load_model, load_tokenizer, pick_precision
@@ -27,7 +26,11 @@ from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
 from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
 from seektune.models.vl import make_collator
 from seektune.training.collate import SampleDataset
+from seektune.training.guards import out_of_memory_error
+from seektune.training.paths import check_output_path
+from seektune.training.preflight import preflight
 from seektune.training.speed import FastPath, compile_layers, decide, packed_collator, prepare_model_for_fast_path
+from seektune.training.trainer import NonFiniteTrainingError, SeektuneTrainer, discard_partial_checkpoints
 
 
 def train(
@@ -35,15 +38,27 @@ def train(
     *,
     resume: bool = False,
     console: Optional[Console] = None,
-) -> Run:
-    """Fine-tune with LoRA and return the run folder. `config` may be a RunConfig, a dict, or a YAML path."""
+    dry_run: bool = False,
+    callbacks: Optional[list] = None,
+):
+    """Fine-tune with LoRA and return the run folder. `config` may be a RunConfig, a dict, or a YAML path.
+
+    `dry_run=True` only runs the checks every run starts with (no weights loaded, nothing written) and
+    returns their Preflight; `callbacks` are extra transformers TrainerCallbacks."""
     console = console or Console()
     cfg = _as_config(config)
-    out = Path(cfg.output) if cfg.output else default_output(cfg)
+    out = check_output_path(cfg.output) if cfg.output else default_output(cfg)
+    if dry_run:
+        from seektune.training.preflight import dry_run as _dry_run
+
+        return _dry_run(cfg, out, console)
     work = work_dir(out)
     checkpoint = _prepare_folders(out, work, resume)
+    if checkpoint is not None:
+        for name in discard_partial_checkpoints(work):
+            console.print(f"[yellow]removed the incomplete checkpoint {name} (a save that never finished)[/yellow]")
     try:
-        return _train_in(cfg, out, work, checkpoint, console)
+        return _train_in(cfg, out, work, checkpoint, console, callbacks or [])
     except BaseException:
         # A fresh run that failed before its first checkpoint leaves nothing worth resuming.
         if checkpoint is None and last_checkpoint(work) is None:
@@ -51,7 +66,7 @@ def train(
         raise
 
 
-def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path], console: Console) -> Run:
+def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path], console: Console, callbacks) -> Run:
     if checkpoint is not None:
         saved = load_config(work / "config.yaml")
         if saved.model_dump(exclude={"train"}) != cfg.model_dump(exclude={"train"}):
@@ -72,17 +87,16 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if cfg.model.meant_for and cfg.model.meant_for != cfg.model.source:
         console.print(f"[dim]this config is meant for {cfg.model.meant_for}; pass --model {cfg.model.meant_for} to use it[/dim]")
     tokenizer = load_tokenizer(source, cfg.model.trust_remote_code)
-    template, template_note = resolve_template(cfg.model.chat_template, tokenizer)
-    renderer = ChatRenderer(tokenizer, template, cfg.data.loss_on, cfg.data.max_length, ReasoningOptions.from_data(cfg.data))
-    console.print(f"template: {template_note}; end of turn: {renderer.end_of_turn!r}")
-    from seektune.models.vl import renderer_vision
 
-    renderer.vision = renderer_vision(source.location, tokenizer, cfg.model.trust_remote_code)
-
-    # 2. Data: every record counted; the held-out prompts never reach training.
-    data = prepare_data(cfg.data, renderer)
-    for line in fmt_report_lines(data.reports):
+    # 2. Checks before any weights are loaded (the same as --dry-run): config, template, every record,
+    #    mask coverage, LoRA targets, memory. Data: every record counted; held-out prompts never reach training.
+    check = preflight(cfg, source, tokenizer, out)
+    check.raise_if_problems()
+    template, template_note, renderer, data = check.template, check.template_note, check.renderer, check.data
+    for line in check.summary:
         console.print(line)
+    for line in fmt_report_lines(data.reports):
+        console.print(line, markup=False, highlight=False)  # "[alpaca]" is text, not a rich style
     (work / "data_report.json").write_text(
         json.dumps(data.to_dict(template_note), indent=2, ensure_ascii=False), encoding="utf-8"
     )
@@ -102,10 +116,9 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     moe.use_grouped_experts(model, cfg.model.experts_implementation, console)
     expert_choice = moe.expert_choice_from_profile(model, cfg, data.train, console, work)
-    # LoRA A matrices are drawn from torch's RNG: seed it, so the same config gives the same adapter.
     from transformers import set_seed
 
-    set_seed(cfg.train.seed)
+    set_seed(cfg.train.seed)  # LoRA's A matrices are drawn now: the same seed must give the same start
     model = attach_lora(model, cfg.lora, expert_choice)
     if fast.compile:
         console.print(f"[dim]compiling {compile_layers(model)} decoder layers (first steps are slow)[/dim]")
@@ -115,9 +128,13 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     # 4. Train.
     trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision, fast)
+    for cb in callbacks:
+        trainer.add_callback(cb)
     stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.OutOfMemoryError as e:
+        raise out_of_memory_error(e, cfg, check.memory, trainer.state.global_step) from None
     finally:
         stopper.uninstall()
     info = {
@@ -131,9 +148,14 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_loss": result.training_loss,
         "fast_path": fast.to_dict(),
+        "non_finite_steps_skipped": trainer.guard.total,
         "seconds": round(time.time() - started, 1),
         "system": _system_info(),
     }
+    if trainer.guard.stopped_at is not None:
+        info["status"] = f"stopped: {trainer.guard.consecutive} non-finite steps in a row"
+        (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        raise NonFiniteTrainingError(trainer.guard.message(last_checkpoint(work), cfg))
     if stopper.requested:
         info["status"] = f"interrupted by {stopper.requested}"
         (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -201,7 +223,7 @@ def _fast_path(cfg: RunConfig, model, console: Console) -> FastPath:
 
 
 def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: Path, precision: str, fast: FastPath):
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
     t = cfg.train
@@ -242,7 +264,10 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
     if "tensorboard" in t.report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")  # read when the Trainer is built
     stopper = StopOnSignal()
-    trainer = Trainer(
+    trainer = SeektuneTrainer(
+        max_bad_steps=t.max_bad_steps,
+        sample_sources=[e.source for e in data.train],
+        metrics_path=work / "metrics.jsonl",
         model=model,
         args=args,
         train_dataset=SampleDataset(data.train),
