@@ -121,7 +121,8 @@ def encode_all(
                 raise TemplateError(str(e) + SKIP_HINT) from None
             report.skipped.append({"index": conv.index, "line": conv.line, "field": None, "reason": str(e)})
             continue
-        enc.source = f"{Path(conv.file).name}:{conv.line or '?'} record {conv.index}"
+        for enc in encs:
+            enc.source = f"{Path(conv.file).name}:{conv.line or '?'} record {conv.index}"
         if not tool_ok:
             report.tool_turns_rendered_as_user += sum(m.role == "tool" for m in conv.messages)
         report.extra_samples_from_split_turns += len(encs) - 1

@@ -38,11 +38,13 @@ class Inspection:
 
 
 def meta_model(location: str, trust_remote_code: bool = False):
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from seektune.models.vl import auto_model_class
 
     config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        return auto_model_class(location).from_config(config, trust_remote_code=trust_remote_code)
 
 
 def inspect_model(model, lora_spec=None) -> Inspection:
