@@ -93,7 +93,10 @@ class TrainSection(_Section):
     save_steps: int = Field(50, gt=0)
     save_total_limit: Optional[int] = Field(2, gt=0)
     eval_steps: Optional[int] = Field(None, gt=0)
-    report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
+    report_to: list[Literal["tensorboard", "swanlab", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="trackers (metrics.jsonl is always written); logs go inside the run folder, offline by default",
+    )
     sample_max_new_tokens: int = Field(96, gt=0, description="length of the before/after answers")
 
 

@@ -25,6 +25,7 @@ from seektune.models.source import resolve_source
 from seektune.run_folder import Run, default_output, last_checkpoint, work_dir
 from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSignal
 from seektune.training.collate import PadCollator, SampleDataset
+from seektune.training.tracking import after_training, configure_trackers, run_display_name
 
 
 def train(
@@ -111,6 +112,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "seconds": round(time.time() - started, 1),
         "system": _system_info(),
     }
+    info.update(after_training())  # closes tracker runs; adds peak memory and fuller system details
     if stopper.requested:
         info["status"] = f"interrupted by {stopper.requested}"
         (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -195,6 +197,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
         report_to=list(t.report_to) or "none",
+        run_name=run_display_name(work),
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
@@ -203,6 +206,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
     )
     if "tensorboard" in t.report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")  # read when the Trainer is built
+    configure_trackers(t.report_to, work)  # swanlab / wandb / mlflow: offline, logs inside the run folder
     stopper = StopOnSignal()
     trainer = Trainer(
         model=model,
