@@ -94,7 +94,7 @@ def _to_choice(rec: RawRecord, shape: str) -> ChoiceItem:
 
 def load_eval_data(
     path: str,
-    fmt: str = "auto",
+    format: str = "auto",  # noqa: A002  (the same key as in a dataset spec)
     columns: Optional[dict[str, str]] = None,
     task: str = "auto",
     max_records: Optional[int] = None,
@@ -120,7 +120,7 @@ def load_eval_data(
                     break
                 items.append(_to_choice(rec, shape))
             return EvalData(path, "choice", choices=items)
-    spec = DatasetSpec(path=path, format=fmt, columns=columns or {}, system=system, max_records=max_records)
+    spec = DatasetSpec(path=path, format=format, columns=columns or {}, system=system, max_records=max_records)
     report = DatasetReport(file=path)
     convs = load_conversations(spec, skip_bad=False, report=report)
     return EvalData(path, "generation", conversations=convs, report=report)

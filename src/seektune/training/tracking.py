@@ -47,8 +47,8 @@ def configure_trackers(report_to: list[str], work: Path) -> None:
     if "swanlab" in report_to:
         _set("SWANLAB_MODE", "offline")
         _set("SWANLAB_LOG_DIR", str(work / "swanlog"))  # always inside the run folder
-        _set("SWANLAB_PROJECT", "seektune")
         _set("SWANLAB_INTERACTIVE", "false")  # never prompt for a login
+        _start_swanlab(work)
     if "wandb" in report_to:
         _set("WANDB_MODE", "offline")
         _set("WANDB_DIR", str(work))
@@ -58,12 +58,23 @@ def configure_trackers(report_to: list[str], work: Path) -> None:
         _set("MLFLOW_EXPERIMENT_NAME", "seektune")
 
 
+def _start_swanlab(work: Path) -> None:
+    """Open the SwanLab run ourselves: transformers 5.23's callback asks `swanlab.get_run()`, which raises
+    in swanlab 0.10 when no run is open; with one open, the callback logs into it."""
+    import swanlab
+
+    if swanlab.has_run():
+        swanlab.finish()
+    swanlab.init(mode=os.environ["SWANLAB_MODE"], log_dir=os.environ["SWANLAB_LOG_DIR"],
+                 project=os.environ.get("SWANLAB_PROJECT") or "seektune", name=run_display_name(work))
+
+
 def _finish_open_runs() -> None:
     # The Trainer's SwanLab and wandb callbacks leave their run open; close it so that the log is complete
     # when the run folder is published, and a next run in this process starts its own.
     swanlab, wandb = sys.modules.get("swanlab"), sys.modules.get("wandb")
     try:
-        if swanlab is not None and swanlab.get_run() is not None:
+        if swanlab is not None and swanlab.has_run():
             swanlab.finish()
         if wandb is not None and getattr(wandb, "run", None) is not None:
             wandb.finish()
