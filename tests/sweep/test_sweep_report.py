@@ -15,7 +15,7 @@ from seektune.errors import ConfigError
 from seektune.report.build import build_report
 from seektune.sweep.runner import run_sweep
 from seektune.sweep.spec import load_sweep
-from tests.conftest import shared
+from tests.conftest import ROOT, shared
 from tests.report.browser import chromium_binary, visit
 
 BASE = {
@@ -97,6 +97,7 @@ def test_sweep_spec_errors_name_the_run_and_field(tmp_path):
                                  "grid": {"lora.r": [4, 8]}}))
     spec = load_sweep(f)
     assert [r.name for r in spec.runs] == ["a_r=4", "a_r=8"]
+    assert len(load_sweep(ROOT / "examples" / "sweeps" / "lr_rank.yaml").runs) == 6
     assert spec.runs[0].config.train.learning_rate == 2e-4 and spec.varied == ["lora.r", "train.learning_rate"]
 
 
