@@ -1,6 +1,7 @@
 """Measured quality: base vs fine-tuned embedded SmolLM2-135M on held-out slices never trained on.
 
-  python bench/quality.py                 # writes bench/quality.md (+ bench/quality.json), ~10-15 min on 2 CPU cores
+  python bench/quality.py                 # writes bench/quality.md (+ bench/quality.json); CPU is fine
+  python bench/quality.py --work DIR      # keep runs and evals in DIR; a rerun reuses the finished parts
   python bench/quality.py --model deepseek-ai/deepseek-llm-7b-chat --scale 10   # the same on a GPU, bigger slices
 
 1. AdvertiseGen (../shared/data/advertisegen/dev.json): fine-tune on the first records, then ROUGE-1/2/L
@@ -27,9 +28,35 @@ def _write_jsonl(path: Path, records: list) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
-def advertisegen(work: Path, model, scale: int) -> dict:
+def _finished(work: Path, name: str):
+    """(run info, eval report) of a part this --work folder already finished, so a stopped bench resumes."""
+    run_json, eval_json = work / f"{name}_run" / "run.json", work / f"{name}_eval" / "eval.json"
+    if run_json.is_file() and eval_json.is_file():
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+        if info.get("status") == "complete":
+            return info, json.loads(eval_json.read_text(encoding="utf-8"))
+    return None
+
+
+def _train_and_eval(work: Path, name: str, cfg: dict, data: dict, opts) -> tuple[dict, dict, float, float]:
     import seektune
-    from seektune.evaluate.runner import EvalOptions, evaluate
+    from seektune.evaluate.runner import evaluate
+
+    done = _finished(work, name)
+    if done is not None:
+        info, ev = done
+        print(f"{name}: reusing the finished run and eval in {work}")
+        return info, ev, info["seconds"], sum(r["seconds"] for r in ev["results"])
+    t0 = time.time()
+    run = seektune.train(cfg)
+    train_s = time.time() - t0
+    t0 = time.time()
+    ev = evaluate([str(run.path)], [data], output=work / f"{name}_eval", with_base=True, options=opts)
+    return run.info, ev, train_s, time.time() - t0
+
+
+def advertisegen(work: Path, model, scale: int) -> dict:
+    from seektune.evaluate.runner import EvalOptions
 
     recs = [json.loads(line) for line in (DATA / "advertisegen" / "dev.json").read_text(encoding="utf-8").splitlines()
             if line.strip()]
@@ -50,26 +77,21 @@ def advertisegen(work: Path, model, scale: int) -> dict:
                   "save_steps": 1000},
         "output": str(work / "adgen_run"),
     }
-    t0 = time.time()
-    run = seektune.train(cfg)
-    train_s = time.time() - t0
-    t0 = time.time()
-    ev = evaluate([str(run.path)], [{"path": str(work / "adgen_heldout.jsonl"), "format": "pair",
-                                     "columns": {"prompt": "content", "response": "summary"}}],
-                  output=work / "adgen_eval", with_base=True,
-                  options=EvalOptions(max_new_tokens=64, batch_size=8, max_length=512))
-    return {"train_records": len(train), "heldout_records": len(held), "steps": run.info["global_step"],
-            "train_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0, 1),
-            "data_report": json.loads((run.path / "data_report.json").read_text())["datasets"][0],
+    info, ev, train_s, eval_s = _train_and_eval(
+        work, "adgen", cfg, {"path": str(work / "adgen_heldout.jsonl"), "format": "pair",
+                             "columns": {"prompt": "content", "response": "summary"}},
+        EvalOptions(max_new_tokens=64, batch_size=8, max_length=512))
+    return {"train_records": len(train), "heldout_records": len(held), "steps": info["global_step"],
+            "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
+            "data_report": json.loads((work / "adgen_run" / "data_report.json").read_text())["datasets"][0],
             "results": ev["results"], "answers": ev["answers"], "eval_md": str(work / "adgen_eval" / "eval.md")}
 
 
 def emollm(work: Path, model, scale: int) -> dict:
-    import seektune
-    from seektune.evaluate.runner import EvalOptions, evaluate
+    from seektune.evaluate.runner import EvalOptions
 
     recs = json.loads((DATA / "emollm_data" / "data.json").read_text(encoding="utf-8"))
-    n_train, n_eval = 80 * scale, 24 * scale
+    n_train, n_eval = 48 * scale, 24 * scale
     assert len(recs) >= n_train + n_eval
     first_inputs = {r["conversation"][0]["input"] for r in recs[:n_train]}
     held = [r for r in recs[-n_eval:] if r["conversation"][0]["input"] not in first_inputs]
@@ -78,22 +100,18 @@ def emollm(work: Path, model, scale: int) -> dict:
     cfg = {
         "model": {"source": model},
         "data": {"datasets": [{"path": str(work / "emo_train.json"), "format": "conversation"}],
-                 "max_length": 320, "holdout_prompts": 0},
+                 "max_length": 256, "holdout_prompts": 0},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
         "train": {"epochs": 1, "learning_rate": 1e-3, "per_device_batch_size": 4, "warmup_ratio": 0.1,
                   "save_steps": 1000},
         "output": str(work / "emo_run"),
     }
-    t0 = time.time()
-    run = seektune.train(cfg)
-    train_s = time.time() - t0
-    t0 = time.time()
-    ev = evaluate([str(run.path)], [{"path": str(work / "emo_heldout.json"), "format": "conversation"}],
-                  output=work / "emo_eval", with_base=True,
-                  options=EvalOptions(batch_size=4, max_length=1024, metrics=("loss",)))
-    return {"train_records": n_train, "heldout_records": len(held), "steps": run.info["global_step"],
-            "train_seconds": round(train_s, 1), "eval_seconds": round(time.time() - t0, 1),
-            "data_report": json.loads((run.path / "data_report.json").read_text())["datasets"][0],
+    info, ev, train_s, eval_s = _train_and_eval(
+        work, "emo", cfg, {"path": str(work / "emo_heldout.json"), "format": "conversation"},
+        EvalOptions(batch_size=4, max_length=1024, metrics=("loss",)))
+    return {"train_records": n_train, "heldout_records": len(held), "steps": info["global_step"],
+            "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
+            "data_report": json.loads((work / "emo_run" / "data_report.json").read_text())["datasets"][0],
             "results": ev["results"]}
 
 
@@ -129,7 +147,7 @@ def markdown(adg: dict, emo: dict, meta: dict) -> str:
     md += [
         "", "## EmoLLM: multi-turn counselling conversations", "",
         f"- training: the first {emo['train_records']} conversations of `../shared/data/emollm_data/data.json`, "
-        f"max_length 320 ({emo['data_report']['samples_truncated']} truncated), LoRA r=16, lr 1e-3, 1 epoch = "
+        f"max_length 256 ({emo['data_report']['samples_truncated']} truncated), LoRA r=16, lr 1e-3, 1 epoch = "
         f"{emo['steps']} steps of 4: {emo['train_seconds']:.0f} s",
         f"- held out: the last {emo['heldout_records']} conversations, loss on every counsellor turn (max_length "
         f"1024): {emo['eval_seconds']:.0f} s", "",
