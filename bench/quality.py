@@ -127,7 +127,8 @@ def markdown(adg: dict, emo: dict, meta: dict) -> str:
     gen = ["rouge-1", "rouge-2", "rouge-l", "bleu-4", "eval_loss"]
     md = [
         "# Measured quality: base vs fine-tuned (embedded SmolLM2-135M-Instruct)", "",
-        f"Produced by `{meta['command']}` on {meta['machine']}, {meta['date']}; total {meta['total_seconds']:.0f} s.",
+        f"Produced by `{meta['command']}` on {meta['machine']}, {meta['date']}: {meta['total_seconds']:.0f} s of "
+        "training and evaluation in all (the machine was shared with other jobs; times are wall-clock).",
         "Greedy decoding. ROUGE-1/2/L F1 and sentence BLEU-4 (method-3 smoothing), ×100, averaged over samples, on",
         "jieba words (`seektune.evaluate.metrics`). Loss and perplexity are over the assistant tokens only.", "",
         "## AdvertiseGen: product attributes → ad copy", "",
@@ -176,7 +177,8 @@ def main() -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU"
     meta = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix().split(str(ROOT) + "/")[-1]] + sys.argv[1:]),
             "machine": f"{device} ({platform.machine()}), torch {torch.__version__}",
-            "date": time.strftime("%Y-%m-%d"), "total_seconds": time.time() - t0}
+            "date": time.strftime("%Y-%m-%d"),
+            "total_seconds": sum(p["train_seconds"] + p["eval_seconds"] for p in (adg, emo))}
     Path(args.md).write_text(markdown(adg, emo, meta), encoding="utf-8")
     summary = {"meta": meta, "advertisegen": {k: v for k, v in adg.items() if k != "answers"}, "emollm": emo}
     Path(args.md).with_suffix(".json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
