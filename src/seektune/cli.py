@@ -104,6 +104,62 @@ def inspect_data(
     show_samples(cfg, n, console)
 
 
+@app.command("eval")
+def eval_(
+    targets: List[str] = typer.Argument(..., help="models (hub id, folder, .gguf, 'embedded') and/or run folders"),
+    data: List[str] = typer.Option(..., "--data", help="held-out file (any format train reads); repeat for several"),
+    fmt: Optional[str] = typer.Option("auto", "--format", help="data format for generation data (as in train)"),
+    column: Optional[List[str]] = typer.Option(None, "--column", help="map a field, e.g. --column prompt=content"),
+    task: str = typer.Option("auto", "--task", help="auto | generation | choice (multiple choice)"),
+    max_records: Optional[int] = typer.Option(None, "--max-records", "-n", help="first N records of each file"),
+    base: bool = typer.Option(False, "--base", help="also evaluate the base model of each run (adapter off)"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="answer length for generation metrics"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    max_length: int = typer.Option(2048, "--max-length", help="token limit for the loss (longer samples are cut)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="folder for eval.json + eval.md"),
+    chat_template: Optional[str] = typer.Option(None, "--chat-template", help="template for plain models"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+):
+    """ROUGE/BLEU-4, multiple-choice accuracy and assistant-token loss for several models in one table."""
+    from seektune.evaluate.runner import EvalOptions, evaluate
+
+    colmap = dict(c.split("=", 1) for c in column or [] if "=" in c)
+    if any("=" not in c for c in column or []):
+        raise SeektuneError("--column expects OURS=THEIRS, e.g. --column prompt=content")
+    specs = [{"path": d, "format": fmt or "auto", "columns": colmap, "task": task, "max_records": max_records}
+             for d in data]
+    opts = EvalOptions(max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length)
+    evaluate(targets, specs, output=output, with_base=base, options=opts, chat_template=chat_template,
+             trust_remote_code=trust_remote_code, console=console)
+
+
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="SWEEP.yaml: base config + grid: or runs: (see README)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="sweep folder (default: the spec's output:)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="runs at once, one per GPU (default: all GPUs seen)"),
+):
+    """Train one run per grid point / override set, one after another; rerun to resume a stopped sweep."""
+    from seektune.sweep.runner import run_sweep
+
+    result = run_sweep(spec, output=output, gpus=gpus, console=console)
+    if result.interrupted:
+        raise typer.Exit(130)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    paths: List[Path] = typer.Argument(..., help="a sweep folder, or several run folders"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="folder for report.html + PNGs"),
+):
+    """One self-contained HTML page (and PNGs): curves, final metrics, sample answers, warnings."""
+    from seektune.report.build import build_report
+
+    build_report(paths, output=output, console=console)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     try:
         # In non-standalone mode typer *returns* the code of typer.Exit (and of Ctrl-C, as 130) instead of exiting.

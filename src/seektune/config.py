@@ -127,7 +127,10 @@ class TrainSection(_Section):
     save_steps: int = Field(50, gt=0)
     save_total_limit: Optional[int] = Field(2, gt=0)
     eval_steps: Optional[int] = Field(None, gt=0)
-    report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
+    report_to: list[Literal["tensorboard", "swanlab", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="trackers (metrics.jsonl is always written); logs go inside the run folder, offline by default",
+    )
     sample_max_new_tokens: int = Field(96, gt=0, description="length of the before/after answers")
     max_bad_steps: int = Field(
         5, gt=0, description="stop after this many steps in a row with a NaN/Inf loss or gradient (each is skipped)"

@@ -30,6 +30,7 @@ from seektune.training.guards import out_of_memory_error
 from seektune.training.paths import check_output_path
 from seektune.training.preflight import preflight
 from seektune.training.speed import FastPath, compile_layers, decide, packed_collator, prepare_model_for_fast_path
+from seektune.training.tracking import after_training, configure_trackers, run_display_name
 from seektune.training.trainer import NonFiniteTrainingError, SeektuneTrainer, discard_partial_checkpoints
 
 
@@ -152,6 +153,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "seconds": round(time.time() - started, 1),
         "system": _system_info(),
     }
+    info.update(after_training())  # closes tracker runs; adds peak memory and fuller system details
     if trainer.guard.stopped_at is not None:
         info["status"] = f"stopped: {trainer.guard.consecutive} non-finite steps in a row"
         (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
@@ -254,6 +256,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
         report_to=list(t.report_to) or "none",
+        run_name=run_display_name(work),
         remove_unused_columns=False,
         # Packed rows have no padding; counting "non-padding" by pad id would miss real EOS tokens there.
         include_num_input_tokens_seen="all" if fast.packing else "non_padding",
@@ -263,6 +266,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
     )
     if "tensorboard" in t.report_to:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")  # read when the Trainer is built
+    configure_trackers(t.report_to, work)  # swanlab / wandb / mlflow: offline, logs inside the run folder
     stopper = StopOnSignal()
     trainer = SeektuneTrainer(
         max_bad_steps=t.max_bad_steps,
