@@ -20,14 +20,23 @@ class Target:
     renderer: ChatRenderer
     base: str  # the base model's source, as the user or the run gave it
     adapters: dict[str, str] = field(default_factory=dict)  # adapter name -> folder, when model is a PeftModel
+    renderers: dict[str, ChatRenderer] = field(default_factory=dict)  # adapter name -> its training template
     notes: list[str] = field(default_factory=list)
+    active: Optional[str] = None  # adapter in use; None: the base model alone
 
-    def use_adapter(self, name: Optional[str]):
-        """Switch the active adapter (None: the base model alone). Returns a context for base-only use."""
-        if name is not None and name not in self.adapters:
-            raise SeektuneError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
-        if name is not None:
-            self.model.set_adapter(name)
+    def use(self, name: Optional[str]) -> ChatRenderer:
+        """Switch to an adapter by name (None or "base": the base model alone, adapters switched off)."""
+        if name in (None, "base"):
+            if self.adapters:
+                self.model.base_model.disable_adapter_layers()
+            self.active = None
+            return self.renderer
+        if name not in self.adapters:
+            raise SeektuneError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters) or 'none'} (and base)")
+        self.model.base_model.enable_adapter_layers()
+        self.model.set_adapter(name)
+        self.active = name
+        return self.renderers.get(name, self.renderer)
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ def load_target(
     if spec.adapter_dir:
         target.model = add_adapter(target.model, spec.adapter_dir, spec.name)
         target.adapters[spec.name] = spec.adapter_dir
+        target.renderers[spec.name] = renderer
     for extra in extra_adapters or []:
         e = describe(extra)
         if not e.adapter_dir:
@@ -175,7 +185,19 @@ def load_target(
         name = e.name if e.name not in target.adapters else f"{e.name}-{len(target.adapters)}"
         target.model = add_adapter(target.model, e.adapter_dir, name)
         target.adapters[name] = e.adapter_dir
+        target.renderers[name] = _renderer_for(e, chat_template) or renderer
     if target.adapters:
-        target.model.set_adapter(next(iter(target.adapters)))
+        target.use(next(iter(target.adapters)))
         target.model.eval()
     return target
+
+
+def _renderer_for(spec: TargetSpec, chat_template: Optional[str]) -> Optional[ChatRenderer]:
+    if not spec.tokenizer_dir:
+        return None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return ChatRenderer(tok, resolve_template(chat_template, tok)[0])
