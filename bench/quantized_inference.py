@@ -75,8 +75,8 @@ def measure(folder: str, mode: str, args, probe: torch.Tensor, reference):
     sync()
     load_s = time.perf_counter() - t0
     device = next(model.parameters()).device
-    weights_gib = model.get_memory_footprint() / 2**30
-    row = {"mode": mode, "load_s": round(load_s, 1), "weights_GiB": round(weights_gib, 2)}
+    weights_mib = model.get_memory_footprint() / 2**20
+    row = {"mode": mode, "load_s": round(load_s, 1), "weights_MiB": round(weights_mib, 1)}
     logits = model(probe.to(device)).logits[:, -1].float().cpu()
     if reference is not None:
         cos = torch.nn.functional.cosine_similarity(logits, reference, dim=-1)
@@ -86,10 +86,10 @@ def measure(folder: str, mode: str, args, probe: torch.Tensor, reference):
         ids = torch.randint(2, model.config.vocab_size, (batch, args.prompt_tokens), device=device)
         gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
                    pad_token_id=model.config.eos_token_id)
-        model.generate(ids, **dict(gen, max_new_tokens=4, min_new_tokens=4))  # warm-up (kernels, caches)
+        model.generate(ids, attention_mask=torch.ones_like(ids), **dict(gen, max_new_tokens=4, min_new_tokens=4))  # warm-up (kernels, caches)
         sync()
         t0 = time.perf_counter()
-        model.generate(ids, **gen)
+        model.generate(ids, attention_mask=torch.ones_like(ids), **gen)
         sync()
         dt = time.perf_counter() - t0
         row[f"tok_s_batch{batch}"] = round(batch * args.new_tokens / dt, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -14,13 +16,18 @@ HOLDOUT = 5
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A high learning rate and few steps: the adapter visibly changes the answers (identity data)."""
-    out = tmp_path_factory.mktemp("use-runs") / "identity"
+    """A high learning rate and few steps: the adapter visibly changes the answers. The English records of the
+    identity data: a few steps teach a 135M model to answer (and stop) in English, not yet in Chinese."""
+    folder = tmp_path_factory.mktemp("use-runs")
+    records = json.loads(shared("identity/identity.json").read_text(encoding="utf-8"))
+    english = folder / "identity_en.json"
+    english.write_text(json.dumps([r for r in records if r["instruction"].isascii()], ensure_ascii=False), encoding="utf-8")
+    out = folder / "identity"
     cfg = load_config(
-        overrides={"output": str(out), "data.datasets": [{"path": str(shared("identity/identity.json")), "max_records": 48}]},
+        overrides={"output": str(out), "data.datasets": [{"path": str(english)}]},
         sets=[
-            "data.max_length=160", f"data.holdout_prompts={HOLDOUT}", "train.max_steps=12", "train.per_device_batch_size=4",
-            "train.learning_rate=2e-3", "train.save_steps=100", "train.sample_max_new_tokens=8", "lora.dropout=0",
+            "data.max_length=128", f"data.holdout_prompts={HOLDOUT}", "train.max_steps=8", "train.per_device_batch_size=4",
+            "train.learning_rate=3e-3", "train.save_steps=100", "train.sample_max_new_tokens=8", "lora.dropout=0",
             "lora.r=8", "lora.alpha=16", "train.warmup_ratio=0", "train.precision=fp32",
         ],
     )

@@ -38,7 +38,7 @@ def _finish(proc, timeout=600):
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def commands(run: Path):
+def commands(run: Path, tiny: Path):
     ident = shared("identity/identity.json")
     return {
         "generate": (["generate", run, "Who are you?", "--max-new-tokens", "40"], None),
@@ -48,16 +48,31 @@ def commands(run: Path):
         "compare": (["compare", run, "--file", ident, "--limit", "2", "--output", "cmp", "--max-new-tokens", "24"], None),
         "merge": (["merge", run, "--output", "merged", "--dtype", "bf16"], None),
         "export_lora": (["export", "gguf", run, "--adapter-only", "--output", "lora.gguf"], None),
-        "export_ollama": (["export", "ollama", run, "--output", "ollama", "--type", "q8_0"], None),
-        "kquant": (["export", "gguf", run, "--type", "q4_k_m", "--output", "x.gguf"], None),
-        "load_in_cpu": (["generate", run, "hi", "--load-in", "4bit"], None),
+        "export_ollama": (["export", "ollama", tiny, "--output", "ollama", "--type", "q8_0"], None),
     }
 
 
 @pytest.fixture(scope="module")
-def launched(trained_run, tmp_path_factory):
+def tiny_llama(tmp_path_factory, smol_dir):
+    """A small random Llama with the embedded ChatML tokenizer: `export ollama` end to end in seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("models") / "tiny-llama"
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(str(d), safe_serialization=True)
+    tok.save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture(scope="module")
+def launched(trained_run, tiny_llama, tmp_path_factory):
     procs = {}
-    for name, (args, stdin) in commands(trained_run.path).items():
+    for name, (args, stdin) in commands(trained_run.path, tiny_llama).items():
         d = tmp_path_factory.mktemp(name)
         procs[name] = (d, _start(args, d, stdin))
     yield procs
@@ -129,10 +144,3 @@ def test_export_adapter_only_and_ollama(launched):
     modelfile = (d / "ollama" / "Modelfile").read_text(encoding="utf-8")
     assert modelfile.startswith("FROM ./model-q8_0.gguf") and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert (d / "ollama" / "model-q8_0.gguf").is_file() and "ollama create" in r.stdout
-
-
-def test_clear_errors(launched):
-    _, r = result(launched, "kquant")
-    assert r.returncode == 2 and "llama-quantize" in r.stdout and "Traceback" not in r.stderr
-    _, r = result(launched, "load_in_cpu")
-    assert r.returncode == 2 and "needs an NVIDIA GPU" in r.stdout and "Traceback" not in r.stderr

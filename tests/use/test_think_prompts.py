@@ -65,3 +65,13 @@ def test_load_in_on_cpu_says_gpu_only():
         quantization_kwargs("4bit", torch.bfloat16)
     with pytest.raises(SeektuneError, match="choose 8bit or 4bit"):
         quantization_kwargs("3bit", torch.bfloat16)
+
+
+def test_gguf_types_and_k_quants():
+    from seektune.export.gguf import check_type
+
+    assert check_type("Q8_0") == "q8_0"
+    with pytest.raises(SeektuneError, match="llama-quantize model-f16.gguf model-q4_k_m.gguf Q4_K_M"):
+        check_type("q4_k_m")
+    with pytest.raises(SeektuneError, match="choose one of"):
+        check_type("q3")
