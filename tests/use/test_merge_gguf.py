@@ -154,3 +154,23 @@ def test_gguf_lora_adapter_matches_merged_weights(trained_run, merged_dir, tmp_p
     want = rope_permute(merged, n_head).numpy()
     assert np.abs(rebuilt - want).max() < 1e-4
     assert np.abs(b @ a).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_gguf_f16_in_llama_cpp(gguf_files, merged_model):
+    """llama.cpp itself (llama-cpp-python, built from source by pip) loads the file and decodes greedily the same
+    tokens as the merged HF model."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip builds it from source)")
+    llm = llama_cpp.Llama(model_path=gguf_files["f16"].path, n_ctx=512, verbose=False)
+    renderer = merged_model.renderer
+    stops = set(renderer.stop_token_ids)
+    want = _greedy_ids(merged_model.model, renderer, n=16)
+    for prompt, expected in zip(PROMPTS, want):
+        ids = renderer.prompt_ids([Message("user", prompt)])
+        assert llm.tokenize(renderer.render_text([Message("user", prompt)], True).encode(), add_bos=False, special=True) == ids
+        got = []
+        for t in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+            if t in stops or len(got) == 16:
+                break
+            got.append(t)
+        assert got == expected

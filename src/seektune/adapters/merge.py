@@ -63,7 +63,7 @@ def merge(
     from seektune.adapters.lora import load_adapter
     from seektune.data.render import ChatRenderer
     from seektune.infer.target import describe, qlora_note
-    from seektune.models.load import DTYPES, load_model, load_tokenizer
+    from seektune.models.load import load_model, load_tokenizer
     from seektune.models.source import resolve_source
 
     say = progress or (lambda m: None)

@@ -51,8 +51,10 @@ class GGUFReport:
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"wrote {self.path}: {self.arch}, {self.type}, {self.tensors} tensors, {self.bytes / 2**20:.1f} MiB",
-               f"tokenizer: pre-tokenizer {self.pre_tokenizer!r}, eos {self.eos_token_id}, end of turn {self.eot_token_id}"]
+        out = [f"wrote {self.path}: {self.arch}, {self.type}, {self.tensors} tensors, {self.bytes / 2**20:.1f} MiB"]
+        if self.pre_tokenizer != "-":  # a LoRA adapter file has no tokenizer
+            out.append(f"tokenizer: pre-tokenizer {self.pre_tokenizer!r}, eos {self.eos_token_id}, "
+                       f"end of turn {self.eot_token_id}")
         if self.kept_f16:
             out.append(f"{len(self.kept_f16)} tensors kept in F16 (rows not a multiple of the block size): "
                        + ", ".join(self.kept_f16[:4]))

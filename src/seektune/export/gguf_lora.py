@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from seektune.errors import SeektuneError
