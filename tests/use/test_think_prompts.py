@@ -75,3 +75,32 @@ def test_gguf_types_and_k_quants():
         check_type("q4_k_m")
     with pytest.raises(SeektuneError, match="choose one of"):
         check_type("q3")
+
+
+def test_pre_tokenizer_names_for_llama_cpp(smol_dir):
+    """llama.cpp must split text as the training tokenizer did: its name is read from the tokenizer itself."""
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import AutoTokenizer
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import _LLAMA3_SPLIT
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_SPLIT
+
+    from seektune.export.gguf import detect_pre_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    assert detect_pre_tokenizer(tok) == "gpt-2"  # the embedded tokenizer, rebuilt from GGUF by transformers
+
+    def with_split(regex):
+        t = AutoTokenizer.from_pretrained(smol_dir)
+        t.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(regex), behavior="isolated"), pre_tokenizers.ByteLevel(use_regex=False)])
+        return t
+
+    assert detect_pre_tokenizer(with_split(_LLAMA3_SPLIT)) == "llama-bpe"
+    qwen = with_split(QWEN2_SPLIT)
+    assert detect_pre_tokenizer(qwen) == "qwen2"
+    qwen.add_special_tokens({"additional_special_tokens": ["<｜end▁of▁sentence｜>"]})
+    assert detect_pre_tokenizer(qwen) == "deepseek-r1-qwen"
+    digits = AutoTokenizer.from_pretrained(smol_dir)
+    digits.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    assert detect_pre_tokenizer(digits) == "smollm"

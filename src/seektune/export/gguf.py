@@ -237,7 +237,7 @@ def detect_pre_tokenizer(tokenizer) -> str:
     The name must describe what the tokenizer really does (the embedded SmolLM2 tokenizer rebuilt by
     transformers splits like GPT-2), so prompts are cut into the same tokens as in training."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    pre = json.dumps(spec.get("pre_tokenizer"), ensure_ascii=False)
+    pre = "\n".join(_split_patterns(spec.get("pre_tokenizer")))
     vocab = tokenizer.get_vocab()
     if "一-龥" in pre and "가-퟿" in pre:
         return "deepseek-llm"
@@ -253,6 +253,16 @@ def detect_pre_tokenizer(tokenizer) -> str:
     if kinds == ["ByteLevel"]:
         return "gpt-2"
     return "default"
+
+
+def _split_patterns(node) -> list[str]:
+    """The regexes of every Split pre-tokenizer (as the tokenizer uses them, not JSON-escaped)."""
+    if not node:
+        return []
+    if node.get("type") == "Sequence":
+        return [p for n in node.get("pretokenizers", []) for p in _split_patterns(n)]
+    pattern = node.get("pattern") or {}
+    return [pattern.get("Regex") or pattern.get("String") or ""] if node.get("type") == "Split" else []
 
 
 def _pre_kinds(node) -> list[str]:
