@@ -22,9 +22,9 @@ def _start(args, cwd, stdin=None):
     cmd = [str(SEEKTUNE)] if SEEKTUNE.is_file() else [sys.executable, "-m", "seektune.cli"]
     proc = subprocess.Popen(cmd + [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True)
-    if stdin:
+    if stdin:  # a few lines fit the pipe; communicate() closes it later (closing it here upsets communicate)
         proc.stdin.write(stdin)
-        proc.stdin.close()
+        proc.stdin.flush()
     return proc
 
 

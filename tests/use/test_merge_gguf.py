@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -157,10 +158,13 @@ def test_gguf_lora_adapter_matches_merged_weights(trained_run, merged_dir, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                    reason="llama-cpp-python is not installed (pip builds it from source: pip install '.[llama]')")
 def test_gguf_f16_in_llama_cpp(gguf_files, merged_model):
     """llama.cpp itself (llama-cpp-python, built from source by pip) loads the file and decodes greedily the same
     tokens as the merged HF model."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip builds it from source)")
+    import llama_cpp
+
     llm = llama_cpp.Llama(model_path=gguf_files["f16"].path, n_ctx=512, verbose=False)
     renderer = merged_model.renderer
     stops = set(renderer.stop_token_ids)
