@@ -159,6 +159,209 @@ def report(
 
     build_report(paths, output=output, console=console)
 
+# ---- use the adapter: generate, chat, compare, merge, export ------------------------------------------------
+err_console = Console(stderr=True)
+TARGET_HELP = "run folder, adapter folder, merged or model folder, .gguf, hub id, or `embedded`"
+
+
+def _say(msg: str) -> None:
+    err_console.print(f"[dim]{msg}[/dim]", highlight=False)
+
+
+def _sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed):
+    from seektune.infer.engine import Sampling
+
+    s = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+    s.check()
+    return s
+
+
+def _prompt_items(prompts, file, fmt, columns, system, limit):
+    from seektune.infer.prompts import from_text, read_prompts
+
+    colmap = dict(c.split("=", 1) for c in columns or [] if "=" in c)
+    items = [from_text(p, system) for p in prompts or []]
+    if file is not None:
+        items += read_prompts(file, fmt or "auto", colmap, system, limit)
+    if not items:
+        raise SeektuneError("no prompt: give one after the model, or --file PROMPTS (TXT, JSONL or any dataset format)")
+    return items
+
+
+@app.command()
+def generate(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    prompt: Optional[List[str]] = typer.Argument(None, help="prompt(s); or use --file"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="prompts: TXT (one per line), JSONL with `prompt`, or any dataset format"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="dataset format of --file (default: detected)"),
+    column: Optional[List[str]] = typer.Option(None, "--column", help="map a field of --file, e.g. --column prompt=content"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="use only the first N prompts of --file"),
+    system: Optional[str] = typer.Option(None, "--system", help="system prompt"),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy; > 0 samples"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    top_k: int = typer.Option(0, "--top-k", help="0 = off"),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    batch_size: int = typer.Option(8, "--batch-size", help="prompts per batch (left-padded)"),
+    stream: bool = typer.Option(True, "--stream/--no-stream", help="print tokens as they come (single prompt)"),
+    show_thinking: bool = typer.Option(True, "--show-thinking/--hide-thinking", help="show the <think> block"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="also write the answers as JSONL"),
+    precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp16|fp32"),
+    load_in: Optional[str] = typer.Option(None, "--load-in", help="8bit|4bit (bitsandbytes, GPU only)"),
+    template: Optional[str] = typer.Option(None, "--template", help="override the chat template (name or .jinja)"),
+):
+    """Answer prompts with the model, rendered exactly as in training; stops on the end-of-turn token."""
+    import json as _json
+
+    from seektune.infer.engine import generate as run_generate
+    from seektune.infer.target import load_target
+    from seektune.infer.think import shown
+
+    sampling = _sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+    items = _prompt_items(prompt, file, fmt, column, system, limit)
+    t = load_target(target, precision, load_in, template, progress=_say)
+    for n in t.notes:
+        _say(n)
+    streaming = stream and len(items) == 1
+
+    def show(start, batch):
+        if streaming:
+            return
+        for item, a in zip(items[start:], batch):
+            typer.echo(f"### {item.label}\n{shown(a.text, a.prefill, show_thinking)}\n")
+
+    answers = run_generate(t.model, t.renderer, [i.messages for i in items], sampling, batch_size, streaming,
+                           show_thinking, on_batch=show)
+    cut = sum(not a.stopped for a in answers)
+    if cut:
+        _say(f"{cut} of {len(answers)} answers reached --max-new-tokens {max_new_tokens} before the end-of-turn token")
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            for item, a in zip(items, answers):
+                f.write(_json.dumps({"prompt": item.label, "answer": shown(a.text, a.prefill, show_thinking),
+                                     "reference": item.reference, "tokens": a.tokens, "stopped": a.stopped},
+                                    ensure_ascii=False) + "\n")
+        _say(f"answers written to {output}")
+
+
+@app.command()
+def chat(
+    target: str = typer.Argument("embedded", help=TARGET_HELP),
+    adapter: Optional[List[str]] = typer.Option(None, "--adapter", help="more run/adapter folders on the same base (/adapter NAME)"),
+    system: Optional[str] = typer.Option(None, "--system"),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    top_k: int = typer.Option(0, "--top-k"),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    show_thinking: bool = typer.Option(True, "--show-thinking/--hide-thinking"),
+    stream: bool = typer.Option(True, "--stream/--no-stream"),
+    precision: str = typer.Option("auto", "--precision"),
+    load_in: Optional[str] = typer.Option(None, "--load-in", help="8bit|4bit (bitsandbytes, GPU only)"),
+    template: Optional[str] = typer.Option(None, "--template"),
+):
+    """Interactive chat with history: /reset, /system TEXT, /adapter NAME, /exit."""
+    from seektune.infer.chat import chat_loop
+    from seektune.infer.target import load_target
+
+    sampling = _sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+    t = load_target(target, precision, load_in, template, extra_adapters=adapter, progress=_say)
+    chat_loop(t, sampling, system, show_thinking, stream)
+
+
+@app.command()
+def compare(
+    targets: List[str] = typer.Argument(..., help="run folders (or adapter/merged folders) to compare"),
+    prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="a prompt; repeat for several"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="prompts file (any dataset format: references shown)"),
+    fmt: Optional[str] = typer.Option(None, "--format"),
+    column: Optional[List[str]] = typer.Option(None, "--column"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="first N prompts of --file"),
+    system: Optional[str] = typer.Option(None, "--system"),
+    base: Optional[str] = typer.Option(None, "--base", help="base model column (default: the first run's base)"),
+    no_base: bool = typer.Option(False, "--no-base", help="leave out the base model column"),
+    output: Path = typer.Option(Path("compare"), "--output", "-o", help="folder for compare.md/.html/.json"),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    top_k: int = typer.Option(0, "--top-k"),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    show_thinking: bool = typer.Option(True, "--show-thinking/--hide-thinking"),
+    precision: str = typer.Option("auto", "--precision"),
+    load_in: Optional[str] = typer.Option(None, "--load-in", help="8bit|4bit (bitsandbytes, GPU only)"),
+):
+    """Base model vs fine-tuned models on the same prompts: a table, Markdown and HTML side by side."""
+    from seektune.infer.compare import compare as run_compare
+
+    sampling = _sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+    items = _prompt_items(prompt, file, fmt, column, system, limit)
+    result = run_compare(targets, items, base, not no_base, sampling, batch_size, precision, load_in, show_thinking,
+                         progress=_say)
+    result.print(console)
+    files = result.write(output)
+    console.print("written: " + ", ".join(str(f) for f in files))
+
+
+@app.command()
+def merge(
+    run_dir: Path = typer.Argument(..., help="run folder (or PEFT adapter folder)"),
+    output: Path = typer.Option(..., "--output", "-o", help="folder for the merged model"),
+    dtype: str = typer.Option("auto", "--dtype", help="bf16|fp16|fp32 (auto: the base model's own dtype)"),
+    max_shard_size: str = typer.Option("5GB", "--max-shard-size"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+):
+    """Merge the LoRA adapter into the base weights; checks the merged logits against base + adapter."""
+    from seektune.adapters.merge import merge as run_merge
+
+    report = run_merge(run_dir, output, dtype, max_shard_size, overwrite, progress=_say)
+    for line in report.lines():
+        console.print(line, highlight=False)
+
+
+export_app = typer.Typer(add_completion=False, help="Export for llama.cpp (GGUF) and Ollama.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("gguf")
+def export_gguf_cmd(
+    source: Path = typer.Argument(..., help="run folder, merged folder or model folder"),
+    output: Path = typer.Option(..., "--output", "-o", help="the .gguf file to write"),
+    qtype: str = typer.Option("f16", "--type", help="f16|bf16|f32|q8_0|q5_1|q5_0|q4_1|q4_0"),
+    adapter_only: bool = typer.Option(False, "--adapter-only", help="write the LoRA adapter as a GGUF LoRA (llama.cpp --lora)"),
+):
+    """Write a GGUF file llama.cpp loads (Llama and Qwen2 architectures), chat template included."""
+    if adapter_only:
+        from seektune.export.gguf_lora import export_gguf_lora
+
+        report = export_gguf_lora(source, output, qtype, progress=_say)
+    else:
+        from seektune.export.gguf import export_gguf
+
+        report = export_gguf(source, output, qtype, progress=_say)
+    for line in report.lines():
+        console.print(line, highlight=False)
+
+
+@export_app.command("ollama")
+def export_ollama_cmd(
+    source: Path = typer.Argument(..., help="run folder, merged folder or model folder"),
+    output: Path = typer.Option(..., "--output", "-o", help="folder for the GGUF and the Modelfile"),
+    qtype: str = typer.Option("q8_0", "--type", help="GGUF type (see `export gguf`)"),
+    name: Optional[str] = typer.Option(None, "--name", help="model name in the printed `ollama create` command"),
+):
+    """A folder with the GGUF and a Modelfile whose TEMPLATE and stop tokens match the training template."""
+    from seektune.export.ollama import export_ollama
+
+    res = export_ollama(source, output, qtype, name, progress=_say)
+    for line in res["gguf"].lines():
+        console.print(line, highlight=False)
+    console.print(f"Modelfile stops: {res['stops']}", highlight=False)
+    console.print(f"run it: {res['command']}", highlight=False)
+
 
 def main(argv: Optional[list[str]] = None) -> None:
     try:
