@@ -176,7 +176,7 @@ def _check_targets(cfg: RunConfig, source, pf: Preflight):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # PEFT asks a deprecated transformers property
-            peft_model = attach_lora(model, cfg.lora)
+            peft_model = attach_lora(model, cfg.lora, _placeholder_expert_choice(model, cfg.lora))
     except SeektuneError as e:
         pf.problems.append(e)
         return model.config
@@ -277,3 +277,14 @@ def dry_run(cfg: RunConfig, out, console) -> Preflight:
         f"steps, output {out}"
     )
     return pf
+
+
+def _placeholder_expert_choice(model, lora) -> Optional[dict]:
+    """`experts: {top_k_used: N}` is decided by a routing profile of the real weights, which a dry run has not
+    loaded; any N experts per layer give the same targets and parameter count to check."""
+    if not isinstance(lora.experts, dict):
+        return None
+    from seektune.models.routing import routers
+
+    n = lora.experts["top_k_used"]
+    return {name: list(range(n)) for name in routers(model)}
