@@ -128,3 +128,15 @@ def test_inspect_data_shows_samples_and_summary(launched):
     assert line is not None, p.stdout
     assert re.search(r"71 read.*supervised \d+(\.\d+)?% of \d+ tokens", line), line
     assert "<|im_start|>assistant" in p.stdout
+
+
+def test_inspect_of_an_unreachable_hub_id_is_a_clear_error():
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "seektune.cli", "inspect", "no-such-org/no-such-model"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "no-such-org/no-such-model" in out and "Traceback" not in out
+    assert "download the model folder" in out

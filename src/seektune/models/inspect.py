@@ -42,7 +42,15 @@ def meta_model(location: str, trust_remote_code: bool = False):
 
     from seektune.models.vl import auto_model_class
 
-    config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except OSError as e:  # not on disk and not reachable (offline, a typo, a gated repo)
+        from seektune.errors import ModelSourceError
+
+        raise ModelSourceError(
+            f"cannot read the config of {location}: {str(e).splitlines()[0]}. Check the name, or download the model "
+            "folder where there is network (e.g. `huggingface-cli download REPO --local-dir DIR`) and pass that folder"
+        ) from None
     with torch.device("meta"):
         return auto_model_class(location).from_config(config, trust_remote_code=trust_remote_code)
 
