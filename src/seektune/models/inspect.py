@@ -48,7 +48,7 @@ def meta_model(location: str, trust_remote_code: bool = False):
         from seektune.errors import ModelSourceError
 
         raise ModelSourceError(
-            f"cannot read the config of {location}: {str(e).splitlines()[0].rstrip(".")}. Check the name, or download the model "
+            f"cannot read the config of {location}: {str(e).splitlines()[0].rstrip('.')}. Check the name, or download the model "
             "folder where there is network (e.g. `huggingface-cli download REPO --local-dir DIR`) and pass that folder"
         ) from None
     with torch.device("meta"):
