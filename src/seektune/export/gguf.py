@@ -204,13 +204,18 @@ def write_model_gguf(src, arch: str, out: Path, qtype: str, progress=None) -> GG
     for name, arr in extra_tensors.items():
         writer.add_tensor(name, arr)
         count += 1
+    finish_gguf(writer, out, progress)
+    return GGUFReport(str(out), arch, qtype, count, out.stat().st_size, vocab["pre"], vocab["eos"], vocab["eot"],
+                      kept_f16, notes)
+
+
+def finish_gguf(writer, out: Path, progress=None) -> None:
+    """Write everything the writer holds into `out`.partial, then rename: a file named `out` is always complete."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file(progress=progress is not None)
     writer.close()
     Path(str(out) + ".partial").replace(out)
-    return GGUFReport(str(out), arch, qtype, count, out.stat().st_size, vocab["pre"], vocab["eos"], vocab["eot"],
-                      kept_f16, notes)
 
 
 def encode_tensor(a: np.ndarray, target):

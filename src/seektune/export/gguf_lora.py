@@ -17,7 +17,16 @@ from typing import Callable, Optional
 import torch
 
 from seektune.errors import SeektuneError
-from seektune.export.gguf import ARCHS, GGUFReport, TYPES, check_type, encode_tensor, model_arch, rope_permute
+from seektune.export.gguf import (
+    ARCHS,
+    TYPES,
+    GGUFReport,
+    check_type,
+    encode_tensor,
+    finish_gguf,
+    model_arch,
+    rope_permute,
+)
 
 LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 
@@ -90,11 +99,7 @@ def export_gguf_lora(path, output, qtype: str = "f16", progress: Optional[Callab
             data, raw = encode_tensor(t.numpy(), target)
             writer.add_tensor(base_name + suffix, data, raw_dtype=raw)
             count += 1
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file(progress=progress is not None)
-    writer.close()
-    Path(str(out) + ".partial").replace(out)
+    finish_gguf(writer, out, progress)
     return GGUFReport(str(out), arch, f"{qtype} LoRA adapter (r={r}, alpha={alpha:g})", count, out.stat().st_size,
                       "-", None, None, [], notes + [f"use with: llama-cli -m BASE.gguf --lora {out}"])
 
