@@ -10,6 +10,7 @@ sample boundaries directly).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -171,18 +172,24 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     v_dim = v.shape[-1]
     if v_dim != q.shape[-1]:  # MLA: values are narrower than queries; the kernel needs one width
         v = torch.nn.functional.pad(v, (0, q.shape[-1] - v_dim))
-    out = varlen_attn(q, k, v, cu, cu, max_len, max_len, **_causal_kwargs(varlen_attn, scaling))
+    kw = dict(_causal_kwargs(varlen_attn))
+    if "scale" in _varlen_params(varlen_attn):
+        kw["scale"] = scaling
+    out = varlen_attn(q, k, v, cu, cu, max_len, max_len, **kw)
     return out[..., :v_dim].unsqueeze(0), None
 
 
-def _causal_kwargs(fn, scaling) -> dict:
-    params = inspect.signature(fn).parameters
-    kw = {"scale": scaling} if "scale" in params else {}
-    if "is_causal" in params:  # torch 2.9-2.11
-        kw["is_causal"] = True
-    else:  # later torch: causal is a (-1, 0) window
-        kw["window_size"] = (-1, 0)
-    return kw
+@functools.cache
+def _varlen_params(fn) -> frozenset:
+    # Read once: this runs in every attention call of every layer (and inside compiled layers).
+    return frozenset(inspect.signature(fn).parameters)
+
+
+@functools.cache
+def _causal_kwargs(fn) -> tuple:
+    if "is_causal" in _varlen_params(fn):  # torch 2.9-2.11
+        return (("is_causal", True),)
+    return (("window_size", (-1, 0)),)  # later torch: causal is a (-1, 0) window
 
 
 def packed_collator():
