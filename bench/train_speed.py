@@ -5,6 +5,12 @@ path, and Unsloth, on random-initialised models with real shapes and real variab
   python bench/train_speed.py prepare
   # on the GPU machine (torch, transformers, peft; Liger/Unsloth/bitsandbytes as wheels if present):
   python bench/train_speed.py run --models qwen1.5b,llm7b --tools hf,liger,seektune,unsloth --ckpt on,off
+  # the anchors' setting (../shared/GPU-ANCHORS.md): full 2048-token rows of synthetic tokens, no padding
+  python bench/train_speed.py run --models llm7b --data synthetic --tools hf,seektune,unsloth --ckpt on,off
+  # QLoRA 4-bit (bitsandbytes NF4): plain PEFT, seektune (model.load_in=4bit), Unsloth 4-bit
+  python bench/train_speed.py run --models llm7b --data synthetic --tools hf-4bit,seektune-4bit,unsloth-4bit --ckpt on
+  # the longest single sequence that trains (batch 1, checkpointing on) within an 80 GB budget
+  python bench/train_speed.py maxlen --models llm7b --tools hf,seektune,unsloth --cap-gib 80
 
 Every tool trains the same samples in the same order from the same weights with the same LoRA (r=16, alpha=32,
 dropout 0, attention + MLP projections), fused AdamW 2e-4, one optimizer step per batch. tokens/s counts real
@@ -167,15 +173,16 @@ def worker(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     folder = Path(args.weights)
-    data = json.loads(SAMPLES.read_text())["samples"]
     bs = MODELS[args.model]["batch"]
     steps = args.warmup + args.steps
+    data = samples(args.data, steps * bs)
     batches = [data[i * bs:(i + 1) * bs] for i in range(steps)]
     ckpt = args.ckpt == "on"
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_load = time.perf_counter()
     model, packed = build(args.tool, folder, dtype, device, ckpt, args.seed)
+    print(f"{args.tool}: {describe(model)}", file=sys.stderr)
     load_s = time.perf_counter() - t_load
     frozen, attn_width = linear_flops_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -203,7 +210,7 @@ def worker(args) -> dict:
     tps = statistics.median(tokens[i] / times[i] for i in measured)
     flops_per_s = statistics.median(flops[i] / times[i] for i in measured)
     result = {
-        "model": args.model, "tool": args.tool, "ckpt": args.ckpt, "batch": bs, "tokens_per_second": round(tps, 1),
+        "model": args.model, "tool": args.tool, "ckpt": args.ckpt, "data": args.data, "batch": bs, "tokens_per_second": round(tps, 1),
         "flops_per_second": flops_per_s, "losses": [round(x, 5) for x in losses], "load_seconds": round(load_s, 1),
         "step_seconds": [round(t, 4) for t in times], "trainable_parameters": lora,
         "padding_fraction": 0.0 if packed else round(1 - sum(tokens) / sum(len(b) * max(len(s["input_ids"]) for s in b)
@@ -219,12 +226,18 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
     """(model with LoRA attached, whether it takes packed rows)."""
     import torch
 
-    if tool == "unsloth":
-        return build_unsloth(folder, dtype, ckpt, seed), False
+    if tool.startswith("unsloth"):
+        return build_unsloth(folder, dtype, ckpt, seed, four_bit=tool.endswith("-4bit")), False
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="sdpa",
-                                                 device_map=device)
+    four_bit = tool.endswith("-4bit")
+    if four_bit:  # the QLoRA recipe: NF4 with double quantization, bf16 compute (as seektune's model.load_in=4bit)
+        from seektune.infer.quantized import quantization_kwargs
+
+        load = quantization_kwargs("4bit", dtype)
+    else:
+        load = {"dtype": dtype, "device_map": device}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="sdpa", **load)
     model.config.use_cache = False
     packed = False
     if tool == "liger":
@@ -235,16 +248,27 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         from seektune.config import TrainSection
         from seektune.training.speed import decide, prepare_model_for_fast_path
 
-        # "seektune" = every switch on auto (packing, varlen FlashAttention, compiled layers); the variants take one
-        # switch away or add Liger, to show what each is worth.
-        variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True)}
+        # "seektune" = every switch on auto (packing, varlen FlashAttention, compiled layers, fused loss); the
+        # variants take one switch away or add Liger's full set, to show what each is worth.
+        variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True),
+                   "seektune-nofl": dict(fused_loss=False)}
         fast = decide(TrainSection(**variant.get(tool, {})), model.config, device)
         prepare_model_for_fast_path(model, fast)
         print(f"seektune fast path: {fast.describe()} {fast.notes}", file=sys.stderr)
         packed = fast.packing
-    if ckpt:
+    if four_bit and not tool.startswith("seektune"):
+        from peft import prepare_model_for_kbit_training
+
+        # What QLoRA guides do: also upcasts the norms and embeddings to fp32.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ckpt,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+        if tool == "seektune-offload":
+            from seektune.training.speed import offload_checkpoints
+
+            assert offload_checkpoints(model)
     torch.manual_seed(seed)
     if tool.startswith("seektune"):
         from seektune.adapters.lora import attach_lora
@@ -271,17 +295,39 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
     return model, packed
 
 
-def build_unsloth(folder: Path, dtype, ckpt: bool, seed: int):
+def describe(model) -> str:
+    cfg = getattr(model, "config", None)
+    return (f"attention={getattr(cfg, '_attn_implementation', '?')} "
+            f"experts={getattr(cfg, '_experts_implementation', '-')} "
+            f"quantized={getattr(getattr(model, 'get_base_model', lambda: model)(), 'is_loaded_in_4bit', False)}")
+
+
+def build_unsloth(folder: Path, dtype, ckpt: bool, seed: int, four_bit: bool = False, max_seq_length: int = 2048):
     from unsloth import FastLanguageModel  # must come before transformers is imported
 
     model, _ = FastLanguageModel.from_pretrained(
-        model_name=str(folder), max_seq_length=2048, dtype=dtype, load_in_4bit=False, fix_tokenizer=False,
-        use_gradient_checkpointing="unsloth" if ckpt else False,
+        model_name=str(folder), max_seq_length=max_seq_length, dtype=dtype, load_in_4bit=four_bit,
+        fix_tokenizer=False, use_gradient_checkpointing="unsloth" if ckpt else False,
     )
     return FastLanguageModel.get_peft_model(
         model, r=16, lora_alpha=32, lora_dropout=0, target_modules=DENSE_TARGETS, bias="none",
-        use_gradient_checkpointing="unsloth" if ckpt else False, random_state=seed,
+        use_gradient_checkpointing="unsloth" if ckpt else False, random_state=seed, max_seq_length=max_seq_length,
     )
+
+
+def samples(kind: str, n: int) -> list[dict]:
+    """`real`: the prepared conversations (assistant-only labels, variable lengths). `synthetic`: full 2048-token
+    rows of random tokens, every token supervised, like ../shared/GPU-ANCHORS.md."""
+    if kind == "real":
+        return json.loads(SAMPLES.read_text())["samples"][:n]
+    import random
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(n):
+        ids = [rng.randrange(100, 32000) for _ in range(2048)]
+        rows.append({"input_ids": ids, "labels": list(ids)})
+    return rows
 
 
 def collate(batch: list[dict], packed: bool, device: str) -> dict:
@@ -346,7 +392,11 @@ def run(args) -> None:
 
 def run_worker(name, tool, ckpt, folder, args) -> dict:
     cmd = [sys.executable, __file__, "worker", "--model", name, "--tool", tool, "--ckpt", ckpt, "--weights",
-           str(folder), "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed)]
+           str(folder), "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+           "--data", args.data]
+    if args.cmd == "maxlen":
+        cmd[2] = "maxlen-worker"
+        cmd += ["--cap-gib", str(args.cap_gib), "--lengths", args.lengths, "--step-limit", str(args.step_limit)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -381,6 +431,76 @@ def render_table(results: list[dict], ceiling: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- the longest sequence that trains ------------------------------------------------------------------------
+
+
+def maxlen_worker(args) -> dict:
+    """Climb a ladder of single-sequence lengths (batch 1) under a memory cap; one full training step each."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total))
+    lengths = [int(x) for x in args.lengths.split(",")]
+    if args.tool.startswith("unsloth"):
+        from unsloth import FastLanguageModel  # noqa: F401  (before transformers)
+
+        model, packed = build_unsloth(Path(args.weights), dtype, True, args.seed, max_seq_length=max(lengths)), False
+    else:
+        model, packed = build(args.tool, Path(args.weights), dtype, device, True, args.seed)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=device == "cuda")
+    # One untimed step first: compilation (seektune, Unsloth) must not count against the step-time limit.
+    warm = samples("synthetic", 1)[0]["input_ids"]
+    out = model(**collate([{"input_ids": warm, "labels": warm}], packed, device))
+    out.loss.backward()
+    opt.zero_grad(set_to_none=True)
+    rows, fits, stopped = [], 0, "end of ladder"
+    for n in lengths:
+        ids = samples("synthetic", 1)[0]["input_ids"] * (n // 2048 + 1)
+        batch = collate([{"input_ids": ids[:n], "labels": ids[:n]}], packed, device)
+        t0 = time.perf_counter()
+        try:
+            out = model(**batch)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss = out.loss.item()
+        except torch.OutOfMemoryError:
+            del batch
+            opt.zero_grad(set_to_none=True)
+            stopped = f"out of memory at {n}"
+            rows.append({"length": n, "fits": False})
+            break
+        took = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+        rows.append({"length": n, "fits": True, "seconds": round(took, 1), "peak_gib": round(peak, 2),
+                     "loss": round(loss, 4)})
+        fits = n
+        print(f"{args.tool}: {n} tokens fit ({took:.1f} s, {peak:.1f} GiB)", file=sys.stderr, flush=True)
+        if took > args.step_limit:
+            stopped = f"step time above {args.step_limit} s at {n}"
+            break
+    return {"model": args.model, "tool": args.tool, "cap_gib": args.cap_gib, "longest": fits, "stopped": stopped,
+            "ladder": rows}
+
+
+def run_maxlen(args) -> None:
+    out = Path(args.out or os.environ.get("OUT") or HERE / ".results")
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.models.split(","):
+        folder = make_weights(name, Path(args.weights_root))
+        for tool in args.tools.split(","):
+            res = run_worker(name, tool, "on", folder, args)
+            results.append(res)
+            print(f"[{name} maxlen, {args.cap_gib:.0f} GiB] {tool}: "
+                  f"{res.get('error') or str(res['longest']) + ' tokens (' + res['stopped'] + ')'}", flush=True)
+            (out / "maxlen.json").write_text(json.dumps({"results": results, "versions": versions()}, indent=1))
+
+
 def versions() -> dict:
     import importlib.metadata as md
 
@@ -405,15 +525,21 @@ def main() -> None:
     pp = sub.add_parser("prepare")
     pp.add_argument("--n", type=int, default=400)
     pp.add_argument("--max-length", type=int, default=2048)
-    for name in ("run", "worker"):
+    for name in ("run", "worker", "maxlen", "maxlen-worker"):
         q = sub.add_parser(name)
         q.add_argument("--steps", type=int, default=17)
         q.add_argument("--warmup", type=int, default=3)
         q.add_argument("--seed", type=int, default=0)
-        if name == "run":
+        q.add_argument("--data", choices=["real", "synthetic"], default="real")
+        if name.startswith("maxlen"):
+            q.add_argument("--cap-gib", type=float, default=80.0, help="GPU memory budget (an 80 GB card)")
+            q.add_argument("--lengths", default="8192,16384,32768,49152,65536,98304,131072")
+            q.add_argument("--step-limit", type=float, default=60.0,
+                           help="stop climbing once one step takes longer than this (seconds)")
+        if name in ("run", "maxlen"):
             q.add_argument("--models", default="qwen1.5b,llm7b")
             q.add_argument("--tools", default="hf,liger,seektune,unsloth")
-            q.add_argument("--ckpt", default="on,off")
+            q.add_argument("--ckpt", default="on,off" if name == "run" else "on")
             q.add_argument("--weights-root", default="/tmp/seektune-bench-models")
             q.add_argument("--timeout", type=int, default=400)
             q.add_argument("--out")
@@ -427,6 +553,10 @@ def main() -> None:
         prepare(args.n, args.max_length)
     elif args.cmd == "run":
         run(args)
+    elif args.cmd == "maxlen":
+        run_maxlen(args)
+    elif args.cmd == "maxlen-worker":
+        print("RESULT " + json.dumps(maxlen_worker(args)), flush=True)
     else:
         print("RESULT " + json.dumps(worker(args)), flush=True)
 

@@ -36,6 +36,10 @@ class ModelSection(_Section):
         None, description="MoE expert kernel (transformers); default grouped_mm: all experts in one grouped matmul, "
         "not a Python loop over experts (eager)"
     )
+    load_in: Optional[Literal["4bit", "8bit"]] = Field(
+        None, description="train on a bitsandbytes-quantized base (4bit = QLoRA, NF4 with double quantization); "
+        "CUDA GPU only; the adapter is trained in the compute precision"
+    )
 
 
 class DatasetSpec(_Section):
@@ -149,6 +153,14 @@ class TrainSection(_Section):
     )
     compile: Union[bool, Literal["auto"]] = Field(
         "auto", description="torch.compile each decoder layer (dynamic shapes); auto = on a GPU; ~1 min start-up"
+    )
+    offload_checkpoints: bool = Field(
+        False, description="with gradient_checkpointing on a GPU: keep each layer's checkpointed input in pinned CPU "
+        "memory instead of GPU memory (longer sequences fit; a little slower)"
+    )
+    fused_loss: Union[bool, Literal["auto"]] = Field(
+        "auto", description="Liger's fused linear+cross-entropy alone (the vocabulary-wide logits are never "
+        "materialised: less memory); auto = on a GPU when liger-kernel is installed and supports the model"
     )
 
 

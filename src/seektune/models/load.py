@@ -49,20 +49,26 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     device_map: Optional[str] = None,
+    load_in: Optional[str] = None,
 ):
+    """`load_in` = "4bit"/"8bit": a bitsandbytes-quantized base on the GPU (QLoRA)."""
     from seektune.models.remote import check_remote_code
     from seektune.models.vl import auto_model_class
 
     if source.kind in ("folder", "embedded", "gguf"):
         trust_remote_code, _ = check_remote_code(source.location, source.original, trust_remote_code)
+    kwargs = {"dtype": DTYPES[precision], "device_map": device_map}
+    if load_in:
+        from seektune.infer.quantized import quantization_kwargs
+
+        kwargs = quantization_kwargs(load_in, DTYPES[precision])
     try:
         model = auto_model_class(source.location).from_pretrained(
             source.location,
             revision=source.revision,
-            dtype=DTYPES[precision],
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
-            device_map=device_map,
+            **kwargs,
         )
     except OSError as e:
         if not allow_pickle and "safetensors" in str(e).lower():

@@ -100,6 +100,11 @@ def _check_config(cfg: RunConfig, output, pf: Preflight) -> None:
     precision = pick_precision(cfg.train.precision)
     if precision == "fp16" and not torch.cuda.is_available():
         pf.problems.append("train.precision=fp16 needs a CUDA GPU and none is visible; use fp32 or bf16")
+    if cfg.model.load_in and not torch.cuda.is_available():
+        pf.problems.append(
+            f"model.load_in={cfg.model.load_in} (QLoRA) needs a CUDA GPU (bitsandbytes' quantized kernels) and none "
+            "is visible; remove model.load_in to train the full-precision base here"
+        )
     if output is not None:
         try:
             check_output_path(output)
@@ -214,7 +219,8 @@ def estimate_memory(cfg: RunConfig, model_config, total_params: int, trainable: 
     per_layer = (34 * hidden * b // 2) if not cfg.train.gradient_checkpointing else (hidden * b + 34 * hidden * b // 2 // max(layers, 1))
     activations = tokens * layers * per_layer
     logits = tokens * vocab * 4 * 3  # fp32 logits, their softmax and their gradient
-    weights = total_params * b
+    # bitsandbytes: NF4 with double quantization is ~0.53 bytes per weight, int8 ~1 (embeddings stay at b).
+    weights = int(total_params * {None: b, "4bit": 0.6, "8bit": 1.1}[cfg.model.load_in])
     trainable_state = trainable * 16  # fp32 weight + gradient + two AdamW moments
     if torch.cuda.is_available():
         available, where = torch.cuda.get_device_properties(0).total_memory, f"on {torch.cuda.get_device_name(0)}"
@@ -245,7 +251,8 @@ def oom_advice(cfg: RunConfig) -> str:
     if not t.gradient_checkpointing:
         tips.append("set train.gradient_checkpointing=true")
     tips.append(f"lower data.max_length (now {cfg.data.max_length})")
-    tips.append("load the base model in 4-bit (QLoRA, needs a CUDA GPU and bitsandbytes)")
+    if cfg.model.load_in != "4bit":
+        tips.append("load the base model in 4-bit: model.load_in=4bit (QLoRA, needs a CUDA GPU and bitsandbytes)")
     if t.precision in ("auto", "fp32"):
         tips.append("use train.precision=bf16 on a GPU that supports it")
     return "To need less memory: " + "; ".join(tips)

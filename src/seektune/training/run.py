@@ -29,7 +29,9 @@ from seektune.training.collate import SampleDataset
 from seektune.training.guards import out_of_memory_error
 from seektune.training.paths import check_output_path
 from seektune.training.preflight import preflight
-from seektune.training.speed import FastPath, compile_layers, decide, packed_collator, prepare_model_for_fast_path
+from seektune.training.speed import (
+    FastPath, compile_layers, decide, offload_checkpoints, packed_collator, prepare_model_for_fast_path,
+)
 from seektune.training.tracking import after_training, configure_trackers, run_display_name
 from seektune.training.trainer import NonFiniteTrainingError, SeektuneTrainer, discard_partial_checkpoints
 
@@ -108,11 +110,13 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     if note := check_remote_code(source.location, source.original, cfg.model.trust_remote_code)[1]:
         console.print(f"[dim]{note}[/dim]")
-    model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle)
+    model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle, load_in=cfg.model.load_in)
     fast = _fast_path(cfg, model, console)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+        if cfg.train.offload_checkpoints and offload_checkpoints(model):
+            console.print("[dim]checkpointed activations are kept in CPU memory[/dim]")
     from seektune.training import moe
 
     moe.use_grouped_experts(model, cfg.model.experts_implementation, console)

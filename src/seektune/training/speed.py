@@ -1,7 +1,8 @@
-"""The fast path: padding-free packing, FlashAttention on packed rows, Liger's fused kernels.
+"""The fast path: padding-free packing, FlashAttention on packed rows, compiled decoder layers, a fused
+linear+cross-entropy loss, Liger's fused kernels.
 
-Each switch is decided once, from `train.packing`, `train.attention` and `train.liger` ("auto" =
-on where it is correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes
+Each switch is decided once, from `train.packing`, `train.attention`, `train.compile`, `train.fused_loss` and
+`train.liger` ("auto" = on where it is correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes
 the loss: packed rows carry the same tokens and the same supervised labels as padded batches, and
 the position ids restart at every sample so no sample attends to another (transformers turns
 restarting position ids into a block-diagonal mask for sdpa/eager; the varlen kernel below gets the
@@ -27,6 +28,7 @@ class FastPath:
     liger: bool
     notes: list[str]
     compile: bool = False
+    fused_loss: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,6 +41,8 @@ class FastPath:
         ]
         if self.compile:
             parts.append("decoder layers compiled")
+        if self.fused_loss:
+            parts.append("fused linear+cross-entropy")
         return ", ".join(parts)
 
 
@@ -91,7 +95,33 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
     if liger and not _liger_supports(model_config.model_type):
         raise ValueError(f"train.liger=true: liger-kernel has no kernels for model type {model_config.model_type!r}")
     compile_ = on_gpu if train_cfg.compile == "auto" else train_cfg.compile
-    return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_)
+    fused_loss = _decide_fused_loss(train_cfg.fused_loss, liger, on_gpu, model_config, notes)
+    return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
+                    fused_loss=fused_loss)
+
+
+def _decide_fused_loss(asked, liger: bool, on_gpu: bool, model_config, notes: list[str]) -> bool:
+    """The loss over a ~100k vocabulary holds fp32 logits, their softmax and gradient for every token (GiBs at
+    2k-token batches); Liger's fused linear+cross-entropy computes it in chunks and never keeps them."""
+    if liger:
+        return False  # the full Liger set already includes it
+    model_type = getattr(model_config, "model_type", None)
+    if asked == "auto":
+        if not on_gpu:
+            return False
+        if not liger_available():
+            notes.append("fused linear+cross-entropy off: pip install liger-kernel to keep the full logits out of "
+                         "memory")
+            return False
+        if not _liger_supports(model_type):
+            notes.append(f"fused linear+cross-entropy off: liger-kernel has no loss for model type {model_type!r}")
+            return False
+        return True
+    if asked and not (on_gpu and liger_available()):
+        raise ValueError("train.fused_loss=true needs a CUDA GPU and liger-kernel (pip install liger-kernel)")
+    if asked and not _liger_supports(model_type):
+        raise ValueError(f"train.fused_loss=true: liger-kernel has no fused loss for model type {model_type!r}")
+    return bool(asked)
 
 
 def _varlen_head_dims_ok(cfg) -> bool:
@@ -112,11 +142,16 @@ def _liger_supports(model_type: str) -> bool:
     return model_type in MODEL_TYPE_TO_APPLY_LIGER_FN
 
 
-def apply_liger(model) -> None:
-    """Fused RMSNorm, SwiGLU, RoPE and linear+cross-entropy (the logits are never materialised)."""
+def apply_liger(model, loss_only: bool = False) -> None:
+    """Fused RMSNorm, SwiGLU, RoPE and linear+cross-entropy (the logits are never materialised); with
+    `loss_only`, the loss alone: compiled layers already fuse the rest, and faster."""
     from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
 
-    _apply_liger_kernel_to_instance(model=model)
+    if loss_only:
+        _apply_liger_kernel_to_instance(model=model, rope=False, rms_norm=False, swiglu=False, layer_norm=False,
+                                        cross_entropy=False, fused_linear_cross_entropy=True)
+    else:
+        _apply_liger_kernel_to_instance(model=model)
 
 
 # ---- FlashAttention on packed rows ----------------------------------------------------------
@@ -209,8 +244,8 @@ def prepare_model_for_fast_path(model, fast: FastPath) -> Optional[str]:
         register_varlen_attention()
     if fast.attention != getattr(model.config, "_attn_implementation", None):
         model.set_attn_implementation(fast.attention)
-    if fast.liger:
-        apply_liger(model)
+    if fast.liger or fast.fused_loss:
+        apply_liger(model, loss_only=not fast.liger)
     return fast.attention
 
 
@@ -218,12 +253,34 @@ def compile_layers(model) -> int:
     """torch.compile each decoder layer (after LoRA is attached), with dynamic shapes: packed rows change length
     every step. Fuses the small element-wise kernels (norms, RoPE, activations, LoRA scaling) that dominate
     when steps are short. Returns how many layers were compiled."""
-    stacks = [
-        m for m in model.modules()
-        if isinstance(m, torch.nn.ModuleList) and len(m) and type(m[0]).__name__.endswith("DecoderLayer")
-    ]
+    stacks = [m for m in model.modules() if _is_layer_stack(m)]
     if not stacks:
         return 0
     for layer in stacks[0]:
         layer.compile(dynamic=True)
     return len(stacks[0])
+
+
+def offload_checkpoints(model) -> bool:
+    """Move what gradient checkpointing keeps (each decoder layer's input) to pinned CPU memory during the forward
+    pass and back for the backward pass. Inside a checkpointed layer, checkpointing's own hooks take precedence, so
+    only the layer boundaries travel. Returns False when the model has no decoder-layer stack to wrap."""
+    owner = next((m for m in model.modules() if any(_is_layer_stack(c) for c in m.children())), None)
+    if owner is None:
+        return False
+    inner = owner.forward
+    pin = torch.cuda.is_available()
+
+    @functools.wraps(inner)
+    def forward(*args, **kwargs):
+        if not torch.is_grad_enabled():  # evaluation and generation keep nothing for a backward pass
+            return inner(*args, **kwargs)
+        with torch.autograd.graph.save_on_cpu(pin_memory=pin):
+            return inner(*args, **kwargs)
+
+    owner.forward = forward
+    return True
+
+
+def _is_layer_stack(m) -> bool:
+    return isinstance(m, torch.nn.ModuleList) and len(m) > 0 and type(m[0]).__name__.endswith("DecoderLayer")
