@@ -31,6 +31,7 @@ from seektune.training.paths import check_output_path
 from seektune.training.preflight import preflight
 from seektune.training.speed import FastPath, compile_layers, decide, packed_collator, prepare_model_for_fast_path
 from seektune.training.tracking import after_training, configure_trackers, run_display_name
+from seektune.training.tracking import add_run_details, close_after_failure
 from seektune.training.trainer import NonFiniteTrainingError, SeektuneTrainer, discard_partial_checkpoints
 
 
@@ -61,6 +62,7 @@ def train(
     try:
         return _train_in(cfg, out, work, checkpoint, console, callbacks or [])
     except BaseException:
+        close_after_failure()  # tracker runs left open would take the next run's metrics in this process
         # A fresh run that failed before its first checkpoint leaves nothing worth resuming.
         if checkpoint is None and last_checkpoint(work) is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -282,6 +284,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ConsoleProgress())
+    add_run_details(trainer, cfg.model_dump(mode="json"), _system_info())  # into each tracker's run
     return trainer, stopper
 
 
