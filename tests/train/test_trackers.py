@@ -88,11 +88,11 @@ def test_wandb_offline_log_has_the_loss_and_details(tracked):
     assert config["max_steps"] == 4  # the Trainer's own arguments are there too
 
 
-def test_mlflow_store_has_the_loss_series_and_details(tracked):
+def test_mlflow_store_has_the_loss_series_and_details(tracked, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     run, losses = tracked
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only with it
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only with it
     client = MlflowClient((run.path / "mlruns").as_uri())
     experiment = client.get_experiment_by_name("seektune")
     (found,) = client.search_runs([experiment.experiment_id])
@@ -103,6 +103,17 @@ def test_mlflow_store_has_the_loss_series_and_details(tracked):
     assert params["seektune.system.torch"] == torch.__version__
     assert params["seektune.system.device"].startswith("cpu") and int(params["seektune.system.cpu_count"]) >= 1
     assert params["seektune.config.lora.r"] == str(run.config.lora.r) and params["max_steps"] == "4"
+
+
+def test_nothing_leaves_the_machine_by_default(monkeypatch, tmp_path):
+    monkeypatch.setattr(tracking, "_ours", {})
+    for name in ("WANDB_MODE", "WANDB_ERROR_REPORTING", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY",
+                 "MLFLOW_ALLOW_FILE_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    tracking.configure_trackers(["wandb", "mlflow"], tmp_path)
+    assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_ERROR_REPORTING"] == "false"
+    assert os.environ["MLFLOW_TRACKING_URI"] == (tmp_path / "mlruns").resolve().as_uri()
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true" and os.environ["MLFLOW_ALLOW_FILE_STORE"] == "true"
 
 
 def test_exported_settings_win(monkeypatch, tmp_path):

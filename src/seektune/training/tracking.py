@@ -3,10 +3,11 @@
 - tensorboard: event files in RUN/tensorboard (set in training/run.py);
 - swanlab: offline mode (no account, no network) with its log in RUN/swanlog; `swanlab sync RUN/swanlog/run-*`
   uploads it later. An explicit SWANLAB_MODE (cloud, local with swanlab[dashboard]) is respected;
-- wandb: WANDB_MODE=offline unless set, files in RUN/wandb (`wandb sync RUN/wandb/offline-run-*` later);
+- wandb: WANDB_MODE=offline unless set, files in RUN/wandb (`wandb sync RUN/wandb/offline-run-*` later),
+  no error reports sent;
 - mlflow: a file store in RUN/mlruns unless MLFLOW_TRACKING_URI is set. MLflow 3 keeps its file store only
   behind MLFLOW_ALLOW_FILE_STORE=true (a database is its new default); a file store needs no server and no
-  database package, and stays inside the run folder.
+  database package, and stays inside the run folder. MLflow's usage telemetry is off.
 
 Every tracker's run also gets seektune's system details and config (`add_run_details`).
 metrics.jsonl is written whatever is chosen.
@@ -60,9 +61,11 @@ def configure_trackers(report_to: list[str], work: Path) -> None:
         _set("WANDB_MODE", "offline")
         _set("WANDB_DIR", str(work))
         _set("WANDB_PROJECT", "seektune")
+        _set("WANDB_ERROR_REPORTING", "false")  # offline means offline: no crash reports from wandb's service
     if "mlflow" in report_to:
         _set("MLFLOW_TRACKING_URI", (work / "mlruns").resolve().as_uri())
         _set("MLFLOW_EXPERIMENT_NAME", "seektune")
+        _set("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3 sends usage telemetry unless told not to
         if os.environ["MLFLOW_TRACKING_URI"] == _ours.get("MLFLOW_TRACKING_URI"):
             _set("MLFLOW_ALLOW_FILE_STORE", "true")  # only for our own file store, not a URI the user chose
 
