@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import seektune
 from seektune.cli import main as cli_main
@@ -40,6 +41,15 @@ def test_trackers_write_inside_the_run_folder(tracked_run):
     logs = list((run.path / "swanlog").glob("run-*/run-*.swanlab"))
     assert len(logs) == 1, list((run.path / "swanlog").rglob("*"))
     assert b"train/loss" in logs[0].read_bytes()  # the Trainer's metrics reached SwanLab's offline log
+    # seektune's system details and config reached both trackers (training/tracking.py RunDetails)
+    swan_config = yaml.safe_load(next((run.path / "swanlog").glob("run-*/files/config.yaml")).read_text())
+    assert swan_config["seektune"]["value"]["system"]["torch"] == torch.__version__
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run.path / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    text = json.loads(events.Tensors("seektune/text_summary")[0].tensor_proto.string_val[0])
+    assert text["system"]["torch"] == torch.__version__ and text["config"]["lora"]["r"] == run.config.lora.r
     info = json.loads((run.path / "run.json").read_text())
     assert info["peak_memory_bytes"] > 50 * 2**20 and info["system_details"]["cpu_count"] >= 1
     assert info["system"]["torch"] == torch.__version__

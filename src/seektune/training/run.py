@@ -33,6 +33,7 @@ from seektune.training.speed import (
     FastPath, compile_layers, decide, offload_checkpoints, packed_collator, prepare_model_for_fast_path,
 )
 from seektune.training.tracking import after_training, configure_trackers, run_display_name
+from seektune.training.tracking import add_run_details, close_after_failure
 from seektune.training.trainer import NonFiniteTrainingError, SeektuneTrainer, discard_partial_checkpoints
 
 
@@ -63,6 +64,7 @@ def train(
     try:
         return _train_in(cfg, out, work, checkpoint, console, callbacks or [])
     except BaseException:
+        close_after_failure()  # tracker runs left open would take the next run's metrics in this process
         # A fresh run that failed before its first checkpoint leaves nothing worth resuming.
         if checkpoint is None and last_checkpoint(work) is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -286,6 +288,7 @@ def _build_trainer(cfg: RunConfig, model, tokenizer, data: PreparedData, work: P
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ConsoleProgress())
+    add_run_details(trainer, cfg.model_dump(mode="json"), _system_info())  # into each tracker's run
     return trainer, stopper
 
 

@@ -3,20 +3,27 @@
 - tensorboard: event files in RUN/tensorboard (set in training/run.py);
 - swanlab: offline mode (no account, no network) with its log in RUN/swanlog; `swanlab sync RUN/swanlog/run-*`
   uploads it later. An explicit SWANLAB_MODE (cloud, local with swanlab[dashboard]) is respected;
-- wandb: WANDB_MODE=offline unless set, files in RUN/wandb (`wandb sync` later);
-- mlflow: a file store in RUN/mlruns unless MLFLOW_TRACKING_URI is set.
+- wandb: WANDB_MODE=offline unless set, files in RUN/wandb (`wandb sync RUN/wandb/offline-run-*` later),
+  no error reports sent;
+- mlflow: a file store in RUN/mlruns unless MLFLOW_TRACKING_URI is set. MLflow 3 keeps its file store only
+  behind MLFLOW_ALLOW_FILE_STORE=true (a database is its new default); a file store needs no server and no
+  database package, and stays inside the run folder. MLflow's usage telemetry is off.
 
+Every tracker's run also gets seektune's system details and config (`add_run_details`).
 metrics.jsonl is written whatever is chosen.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import platform
 import resource
 import sys
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from seektune.errors import ConfigError
 from seektune.run_folder import INCOMPLETE
@@ -42,8 +49,9 @@ def run_display_name(work: Path) -> str:
 def configure_trackers(report_to: list[str], work: Path) -> None:
     for name in report_to:
         if importlib.util.find_spec(PACKAGES[name]) is None:
-            extra = f"pip install 'seektune[{name}]'" if name in ("tensorboard", "swanlab") else f"pip install {name}"
-            raise ConfigError(f"train.report_to includes {name}, but the {name} package is not installed: {extra}")
+            raise ConfigError(f"train.report_to includes {name}, but the {name} package is not installed: "
+                              f"pip install 'seektune[{name}]'")
+    _finish_open_runs()  # a run left open by an earlier failed training in this process would get our metrics
     if "swanlab" in report_to:
         _set("SWANLAB_MODE", "offline")
         _set("SWANLAB_LOG_DIR", str(work / "swanlog"))  # always inside the run folder
@@ -53,9 +61,13 @@ def configure_trackers(report_to: list[str], work: Path) -> None:
         _set("WANDB_MODE", "offline")
         _set("WANDB_DIR", str(work))
         _set("WANDB_PROJECT", "seektune")
+        _set("WANDB_ERROR_REPORTING", "false")  # offline means offline: no crash reports from wandb's service
     if "mlflow" in report_to:
         _set("MLFLOW_TRACKING_URI", (work / "mlruns").resolve().as_uri())
         _set("MLFLOW_EXPERIMENT_NAME", "seektune")
+        _set("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3 sends usage telemetry unless told not to
+        if os.environ["MLFLOW_TRACKING_URI"] == _ours.get("MLFLOW_TRACKING_URI"):
+            _set("MLFLOW_ALLOW_FILE_STORE", "true")  # only for our own file store, not a URI the user chose
 
 
 def _start_swanlab(work: Path) -> None:
@@ -69,17 +81,80 @@ def _start_swanlab(work: Path) -> None:
                  project=os.environ.get("SWANLAB_PROJECT") or "seektune", name=run_display_name(work))
 
 
-def _finish_open_runs() -> None:
-    # The Trainer's SwanLab and wandb callbacks leave their run open; close it so that the log is complete
-    # when the run folder is published, and a next run in this process starts its own.
-    swanlab, wandb = sys.modules.get("swanlab"), sys.modules.get("wandb")
+def _finish_open_runs(failed: bool = False) -> None:
+    # The Trainer's SwanLab and wandb callbacks leave their run open (MLflow's too when training fails);
+    # close it so that the log is complete when the run folder is published, and a next run in this
+    # process starts its own.
+    swanlab, wandb, mlflow = (sys.modules.get(m) for m in ("swanlab", "wandb", "mlflow"))
     try:
         if swanlab is not None and swanlab.has_run():
-            swanlab.finish()
+            swanlab.finish(state="crashed") if failed else swanlab.finish()
         if wandb is not None and getattr(wandb, "run", None) is not None:
-            wandb.finish()
+            wandb.finish(exit_code=1 if failed else 0)
+        if mlflow is not None and hasattr(mlflow, "active_run") and mlflow.active_run() is not None:
+            mlflow.end_run(status="FAILED" if failed else "FINISHED")
     except Exception as e:  # a tracker failing to close must not lose the trained adapter
         print(f"warning: closing the tracker run failed: {e}", file=sys.stderr)
+
+
+def close_after_failure() -> None:
+    """Mark the trackers' open runs as failed and close them (training raised)."""
+    _finish_open_runs(failed=True)
+
+
+class RunDetails(TrainerCallback):
+    """Puts seektune's system details and config into each tracker's run: the Trainer's integrations log
+    only its own arguments and the model config. Added after them, so their runs are open by then."""
+
+    def __init__(self, details: dict, tensorboard_callback=None):
+        self.details = details
+        self.tensorboard = tensorboard_callback
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        try:
+            self._record()
+        except Exception as e:  # a tracker refusing extra fields must not stop training
+            print(f"warning: recording the run details in a tracker failed: {e}", file=sys.stderr)
+
+    def _record(self) -> None:
+        seektune = {"seektune": self.details}
+        wandb, mlflow, swanlab = (sys.modules.get(m) for m in ("wandb", "mlflow", "swanlab"))
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.run.config.update(seektune, allow_val_change=True)
+        if mlflow is not None and hasattr(mlflow, "active_run") and mlflow.active_run() is not None:
+            limit = mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+            params = {k: v for k, v in _flat(seektune).items() if len(v) <= limit}  # too long: still in run.json
+            items = sorted(params.items())
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+                mlflow.log_params(dict(items[i:i + 100]))
+        if swanlab is not None and swanlab.has_run():
+            swanlab.config.update(seektune)
+        if self.tensorboard is not None and getattr(self.tensorboard, "tb_writer", None) is not None:
+            self.tensorboard.tb_writer.add_text("seektune", json.dumps(self.details, indent=2))
+            self.tensorboard.tb_writer.flush()
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+    return out
+
+
+def add_run_details(trainer, config: dict, system: dict) -> None:
+    """Have every tracker of `trainer` record seektune's config and system details (device, versions)."""
+    if not trainer.args.report_to:
+        return
+    from transformers.integrations import TensorBoardCallback
+
+    tensorboard = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TensorBoardCallback)), None)
+    trainer.add_callback(RunDetails({"system": {**system, **system_details()}, "config": config}, tensorboard))
 
 
 def peak_memory() -> dict:
