@@ -210,7 +210,7 @@ def test_gguf_f16_in_llama_cpp(gguf_files, merged_model):
         got.append(_llama_greedy(llm, renderer, prompt))
     same = sum(g == w for g, w in zip(got, want))
     print(f"\nllama.cpp f16: greedy tokens identical to the merged HF model on {same}/{len(PROMPTS)} prompts "
-          f"({LLAMA_TOKENS} tokens each)")
+          f"(up to {LLAMA_TOKENS} tokens each, cut at the end of turn)")
     assert got == want
 
     answers = generate(merged_model.model, renderer, [[Message("user", p)] for p in PROMPTS], Sampling(max_new_tokens=96))
@@ -254,12 +254,13 @@ def base_gguf(tmp_path_factory):
 
 @pytest.mark.slow
 @needs_llama_cpp
-def test_gguf_lora_in_llama_cpp(trained_run, base_gguf, merged_model, tmp_path):
+@pytest.mark.parametrize("qtype", ["f16", "f32"])  # f16: the CLI's default
+def test_gguf_lora_in_llama_cpp(trained_run, base_gguf, merged_model, tmp_path, qtype):
     """`export gguf --adapter-only` on top of the base model's GGUF in llama.cpp (its --lora) decodes greedily
     the same tokens as the merged HF model."""
     from seektune.export.gguf_lora import export_gguf_lora
 
-    lora = export_gguf_lora(trained_run.path, tmp_path / "lora.gguf", "f32")
+    lora = export_gguf_lora(trained_run.path, tmp_path / "lora.gguf", qtype)
     llm = _llama(base_gguf.path, lora_path=lora.path)
     plain = _llama(base_gguf.path)
     renderer = merged_model.renderer
@@ -267,7 +268,7 @@ def test_gguf_lora_in_llama_cpp(trained_run, base_gguf, merged_model, tmp_path):
     got = [_llama_greedy(llm, renderer, p) for p in PROMPTS]
     without = [_llama_greedy(plain, renderer, p) for p in PROMPTS]
     same = sum(g == w for g, w in zip(got, want))
-    print(f"\nllama.cpp base f16 + GGUF LoRA (f32): greedy tokens identical to the merged HF model on "
+    print(f"\nllama.cpp base f16 + GGUF LoRA ({qtype}): greedy tokens identical to the merged HF model on "
           f"{same}/{len(PROMPTS)} prompts; the base alone on {sum(g == w for g, w in zip(without, want))}")
     assert without != want  # the adapter matters, so agreement means it was applied
     assert got == want
