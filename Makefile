@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test test-slow
+.PHONY: setup setup-llama demo test test-slow
 
 setup: $(VENV)/.installed
 
@@ -22,5 +22,15 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-test-slow: setup
+# llama-cpp-python (the `llama` extra) compiles llama.cpp from source (needs g++ and cmake >= 3.21): ~7 min on
+# 2 cores, once. Only the slow llama.cpp read-back tests need it (they skip without it); GGML_NATIVE=OFF builds
+# generic x86-64 code, so the build does not depend on the machine's CPU.
+setup-llama: $(VENV)/.installed-llama
+
+$(VENV)/.installed-llama: $(VENV)/.installed
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+		$(BIN)/python -m pip install -q -c constraints.txt -e ".[llama]"
+	touch $@
+
+test-slow: setup setup-llama
 	$(BIN)/python -m pytest -q -m slow

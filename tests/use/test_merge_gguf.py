@@ -111,6 +111,8 @@ def test_gguf_q8_0_reads_back_close(gguf_files, merged_model):
     kinds = {t.name: t.tensor_type.name for t in reader.tensors}
     assert kinds["blk.0.attn_q.weight"] == "Q8_0" and kinds["blk.0.attn_norm.weight"] == "F32"
     assert reader.fields["general.file_type"].contents() == int(gguf.LlamaFileType.MOSTLY_Q8_0)
+    eot = merged_model.tokenizer.convert_tokens_to_ids(merged_model.renderer.end_of_turn)
+    assert reader.fields["tokenizer.ggml.eot_token_id"].contents() == eot  # written even though it is also EOS
     model, _ = _read_back(Path(q8.path))
     renderer = merged_model.renderer
     agree = 0
@@ -157,24 +159,116 @@ def test_gguf_lora_adapter_matches_merged_weights(trained_run, merged_dir, tmp_p
     assert np.abs(b @ a).max() > 1e-3
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                    reason="llama-cpp-python is not installed (pip builds it from source: pip install '.[llama]')")
-def test_gguf_f16_in_llama_cpp(gguf_files, merged_model):
-    """llama.cpp itself (llama-cpp-python, built from source by pip) loads the file and decodes greedily the same
-    tokens as the merged HF model."""
+# --- llama.cpp itself (llama-cpp-python, which pip builds from source: `pip install '.[llama]'`) -----------------
+
+needs_llama_cpp = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python is not installed (pip builds it from source: pip install -c constraints.txt '.[llama]')")
+LLAMA_TOKENS = 24
+
+
+def _llama(path, **kw):
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=gguf_files["f16"].path, n_ctx=512, verbose=False)
+    return llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=2, seed=0, verbose=False, **kw)
+
+
+def _llama_greedy(llm, renderer, prompt, n=LLAMA_TOKENS):
+    """Greedy decode of the training prompt's ids, cut at the template's stop tokens like seektune's own decode."""
+    ids = renderer.prompt_ids([Message("user", prompt)])
+    stops, got = set(renderer.stop_token_ids), []
+    for t in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
+        if t in stops or len(got) == n:
+            break
+        got.append(t)
+    return got
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_gguf_f16_in_llama_cpp(gguf_files, merged_model):
+    """llama.cpp loads the f16 file, reads the training chat template and end-of-turn token from its metadata,
+    cuts prompts into the training ids, decodes greedily the same tokens as the merged HF model, and its chat
+    API (the template from the file) stops at the end of turn with the same answer."""
+    import llama_cpp
+
+    llm = _llama(gguf_files["f16"].path)
+    renderer, tok = merged_model.renderer, merged_model.tokenizer
+    assert llm.metadata["tokenizer.chat_template"] == tok.chat_template
+    end_of_turn = tok.convert_tokens_to_ids(renderer.end_of_turn)
+    assert renderer.end_of_turn == "<|im_end|>"
+    assert llm.token_eos() == end_of_turn
+    assert llm._model.token_eot() == end_of_turn  # from the file, not guessed by llama.cpp from token texts
+    assert llama_cpp.llama_vocab_is_eog(llm._model.vocab, end_of_turn)
+    assert not llama_cpp.llama_vocab_is_eog(llm._model.vocab, tok.convert_tokens_to_ids("<|im_start|>"))
+
+    want = _greedy_ids(merged_model.model, renderer, n=LLAMA_TOKENS)
+    got = []
+    for prompt in PROMPTS:
+        text = renderer.render_text([Message("user", prompt)], True)
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == renderer.prompt_ids([Message("user", prompt)])
+        got.append(_llama_greedy(llm, renderer, prompt))
+    same = sum(g == w for g, w in zip(got, want))
+    print(f"\nllama.cpp f16: greedy tokens identical to the merged HF model on {same}/{len(PROMPTS)} prompts "
+          f"(up to {LLAMA_TOKENS} tokens each, cut at the end of turn)")
+    assert got == want
+
+    answers = generate(merged_model.model, renderer, [[Message("user", p)] for p in PROMPTS], Sampling(max_new_tokens=96))
+    for prompt, a in zip(PROMPTS, answers):
+        out = llm.create_chat_completion([{"role": "user", "content": prompt}], temperature=0.0, top_k=1, top_p=1.0,
+                                         min_p=0.0, repeat_penalty=1.0, max_tokens=96)
+        choice = out["choices"][0]
+        assert choice["message"]["content"].strip() == a.text
+        assert (choice["finish_reason"] == "stop") == a.stopped
+    print(f"llama.cpp f16 chat API: same answers as HF on {len(PROMPTS)}/{len(PROMPTS)} prompts, "
+          f"{sum(a.stopped for a in answers)} of them ended by the model at <|im_end|>")
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_gguf_q8_0_in_llama_cpp(gguf_files, merged_model):
+    """llama.cpp loads the q8_0 file; its greedy answers stay close to the merged HF model (quantization may
+    change a late token, so this counts agreement rather than requiring it everywhere)."""
+    llm = _llama(gguf_files["q8_0"].path)
     renderer = merged_model.renderer
-    stops = set(renderer.stop_token_ids)
-    want = _greedy_ids(merged_model.model, renderer, n=16)
-    for prompt, expected in zip(PROMPTS, want):
-        ids = renderer.prompt_ids([Message("user", prompt)])
-        assert llm.tokenize(renderer.render_text([Message("user", prompt)], True).encode(), add_bos=False, special=True) == ids
-        got = []
-        for t in llm.generate(ids, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0):
-            if t in stops or len(got) == 16:
-                break
-            got.append(t)
-        assert got == expected
+    assert llm.metadata["general.file_type"] == "7"  # LLAMA_FTYPE_MOSTLY_Q8_0
+    want = _greedy_ids(merged_model.model, renderer, n=LLAMA_TOKENS)
+    got = [_llama_greedy(llm, renderer, p) for p in PROMPTS]
+    same = sum(g == w for g, w in zip(got, want))
+    first = sum(g[:1] == w[:1] for g, w in zip(got, want))
+    print(f"\nllama.cpp q8_0: greedy tokens identical to the merged HF model on {same}/{len(PROMPTS)} prompts "
+          f"(up to {LLAMA_TOKENS} tokens each); first token agrees on {first}/{len(PROMPTS)}")
+    for g in got:
+        print("  q8_0:", repr(merged_model.tokenizer.decode(g)))
+    assert first >= 4
+    assert all(g for g in got)
+
+
+@pytest.fixture(scope="module")
+def base_gguf(tmp_path_factory):
+    from seektune.export.gguf import export_gguf
+    from seektune.models.source import resolve_source
+
+    return export_gguf(resolve_source(None).location, tmp_path_factory.mktemp("base-gguf") / "base-f16.gguf", "f16")
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+@pytest.mark.parametrize("qtype", ["f16", "f32"])  # f16: the CLI's default
+def test_gguf_lora_in_llama_cpp(trained_run, base_gguf, merged_model, tmp_path, qtype):
+    """`export gguf --adapter-only` on top of the base model's GGUF in llama.cpp (its --lora) decodes greedily
+    the same tokens as the merged HF model."""
+    from seektune.export.gguf_lora import export_gguf_lora
+
+    lora = export_gguf_lora(trained_run.path, tmp_path / "lora.gguf", qtype)
+    llm = _llama(base_gguf.path, lora_path=lora.path)
+    plain = _llama(base_gguf.path)
+    renderer = merged_model.renderer
+    want = _greedy_ids(merged_model.model, renderer, n=LLAMA_TOKENS)
+    got = [_llama_greedy(llm, renderer, p) for p in PROMPTS]
+    without = [_llama_greedy(plain, renderer, p) for p in PROMPTS]
+    same = sum(g == w for g, w in zip(got, want))
+    print(f"\nllama.cpp base f16 + GGUF LoRA ({qtype}): greedy tokens identical to the merged HF model on "
+          f"{same}/{len(PROMPTS)} prompts; the base alone on {sum(g == w for g, w in zip(without, want))}")
+    assert without != want  # the adapter matters, so agreement means it was applied
+    assert got == want

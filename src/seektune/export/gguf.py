@@ -326,9 +326,11 @@ def write_tokenizer(writer, src, vocab_size: int, notes: list[str]) -> dict:
     probe = tok("a", add_special_tokens=True)["input_ids"]
     writer.add_add_bos_token(bool(ids["bos"] is not None and probe and probe[0] == ids["bos"]))
     writer.add_add_eos_token(bool(ids["eos"] is not None and probe and probe[-1] == ids["eos"]))
-    eot = next((i for i in src.generation_eos if i != ids["eos"]), None)
+    # The template's end of turn (stop ids list it first), written even when it is EOS: without the key
+    # llama.cpp guesses EOT from token texts (SmolLM2: <|endoftext|>, which the template never emits).
+    eot = src.generation_eos[0] if src.generation_eos else None
     if eot is not None:
-        writer.add_eot_token_id(int(eot))  # llama.cpp stops on it (the template's end of turn)
+        writer.add_eot_token_id(int(eot))  # llama.cpp stops on it
     if src.template:
         writer.add_chat_template(src.template)
     else:
