@@ -23,12 +23,14 @@ def pick_precision(asked: str) -> str:
     return "fp32"
 
 
-def _check_remote_code(source: ModelSource, trust_remote_code: bool) -> None:
-    """Raises for a folder whose model type exists only as remote code (see models/remote.py)."""
+def _check_remote_code(source: ModelSource, trust_remote_code: bool) -> Optional[str]:
+    """Raises for a folder whose model type exists only as remote code (see models/remote.py); returns the note
+    for a folder whose remote code is replaced by a native class, else None."""
     if source.kind in ("folder", "embedded", "gguf"):
         from seektune.models.remote import check_remote_code
 
-        check_remote_code(source.location, source.original, trust_remote_code)
+        return check_remote_code(source.location, source.original, trust_remote_code)[1]
+    return None
 
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):

@@ -67,6 +67,7 @@ class Preflight:
     memory: Optional[MemoryEstimate] = None
     trainable: Optional[int] = None
     total_params: Optional[int] = None
+    remote_code_note: Optional[str] = None  # remote code replaced by transformers' native class
 
     def raise_if_problems(self) -> None:
         if len(self.problems) == 1 and isinstance(self.problems[0], SeektuneError):
@@ -79,7 +80,7 @@ def preflight(cfg: RunConfig, source, tokenizer, output=None) -> Preflight:
     from seektune.models.load import _check_remote_code
 
     pf = Preflight()
-    _check_remote_code(source, cfg.model.trust_remote_code)  # before anything reads the folder's code
+    pf.remote_code_note = _check_remote_code(source, cfg.model.trust_remote_code)  # before anything reads its code
     _check_config(cfg, output, pf)
     _check_template_and_data(cfg, source, tokenizer, pf)
     model_config = _check_targets(cfg, source, pf)

@@ -108,10 +108,8 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     # 3. Model + LoRA.
     precision = pick_precision(cfg.train.precision)
-    from seektune.models.remote import check_remote_code
-
-    if note := check_remote_code(source.location, source.original, cfg.model.trust_remote_code)[1]:
-        console.print(f"[dim]{note}[/dim]")
+    if check.remote_code_note:
+        console.print(f"[dim]{check.remote_code_note}[/dim]")
     model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle, load_in=cfg.model.load_in)
     fast = _fast_path(cfg, model, console)
     if cfg.train.gradient_checkpointing:
