@@ -82,8 +82,29 @@ def image_processor(config, location: Optional[str] = None):
         kwargs["high_res_size"] = {"height": hr, "width": hr}
     size = config.vision_config.image_size
     if location and (Path(location) / "preprocessor_config.json").is_file():
-        return cls.from_pretrained(location)
+        proc = cls.from_pretrained(location)
+        _check_sizes(proc, config, Path(location) / "preprocessor_config.json")
+        return proc
     return cls(size={"height": size, "width": size}, **kwargs)
+
+
+def _check_sizes(proc, config, path: Path) -> None:
+    """The folder's image sizes must be the encoders' own; otherwise the model fails mid-step with a shape error."""
+    from seektune.errors import ModelSourceError
+
+    want = {"size": config.vision_config.image_size}
+    if config.model_type == "deepseek_vl_hybrid":  # the SAM encoder takes its own, larger image
+        want["high_res_size"] = config.high_res_vision_config.image_size
+    for field, px in want.items():
+        h, w = (px, px) if isinstance(px, int) else tuple(px)  # SAM's image_size may be [height, width]
+        got = getattr(proc, field, None)
+        got = (got.get("height"), got.get("width")) if isinstance(got, dict) else (getattr(got, "height", None),
+                                                                                  getattr(got, "width", None))
+        if got != (h, w):
+            raise ModelSourceError(
+                f"{path}: {field} is {got[0]}x{got[1]} but the model's encoder takes {h}x{w} images (config.json); "
+                f"set {field} to {{\"height\": {h}, \"width\": {w}}} or delete the file to use the model's sizes"
+            )
 
 
 def expand_image_tokens(ids: list[int], labels: list[int], spec: VisionSpec, ignore: int) -> tuple[list, list]:
