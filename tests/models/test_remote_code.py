@@ -69,3 +69,22 @@ def test_remote_code_only_type_fails_with_advice(tmp_path):
     (d / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelSourceError, match="deepseek-community/deepseek-vl-7b-chat"):
         load_model(ModelSource("folder", str(d), str(d)))
+
+
+@pytest.mark.parametrize("kind", ["v32", "v4"])
+def test_v32_v4_folders_with_auto_map_load_native(tmp_path, kind):
+    """DeepSeek-V3.2 / V4 folders that name remote code still load into transformers' native classes, same logits."""
+    from tests.adapters.test_deepseek_v32_v4 import tiny
+
+    model = tiny(kind)
+    d = tmp_path / f"deepseek-{kind}"
+    model.save_pretrained(str(d))
+    (d / "modeling_deepseek.py").write_text("raise RuntimeError('remote code was executed')\n", encoding="utf-8")
+    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_deepseek.DeepseekForCausalLM"}
+    (d / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    loaded = load_model(ModelSource("folder", str(d), str(d)), trust_remote_code=True)
+    assert type(loaded) is type(model) and type(loaded).__module__.startswith("transformers.")
+    ids = torch.randint(0, 128, (1, 12))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)

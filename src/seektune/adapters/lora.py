@@ -105,12 +105,12 @@ def check_adapter_weights(state_dict: dict[str, torch.Tensor]) -> None:
         )
 
 
-# PEFT 0.21 treats deepseek_v2/v3 like transformers-v4 Qwen2-MoE checkpoints and renames every target
+# PEFT 0.21 treats deepseek_v2/v3/v32 like transformers-v4 Qwen2-MoE checkpoints and renames every target
 # ending in gate_proj/up_proj/down_proj to the fused routed-expert parameters -- so the dense and
 # shared-expert MLPs silently get no LoRA and the experts get one instead (peft#3711). Our targets are
 # already written for transformers-v5 module names, so the rename is switched off while we attach or
 # load an adapter of these architectures.
-_NO_V4_RENAME = ("deepseek_v2", "deepseek_v3")
+_NO_V4_RENAME = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4")
 
 
 @contextmanager

@@ -1,8 +1,11 @@
 """LoRA target groups per architecture -> a TargetPlan (PEFT target_modules / target_parameters / patterns).
 
-DeepSeek-V2/V3 groups (transformers-5 native module names):
-  attention       the MLA projections present: q_proj or q_a_proj/q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj
-  dense-mlp       the MLPs of the first `first_k_dense_replace` (dense) layers
+DeepSeek-V2/V3/V3.2/V4 groups (transformers-5 native module names):
+  attention       the MLA projections present: q_proj or q_a_proj/q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj;
+                  V4: q_a_proj, q_b_proj, kv_proj, o_b_proj and its KV compressor's kv_proj/gate_proj. Never the
+                  sparse-attention indexer (V3.2 `self_attn.indexer.*`, V4 `compressor.indexer.*`): it only picks
+                  top-k tokens, so no gradient reaches it; nor V4's grouped `o_a_proj` (block-diagonal, not x @ W.T)
+  dense-mlp       the MLPs of the first `first_k_dense_replace` (dense) layers; V4 has none (every layer is MoE)
   shared-experts  the shared experts of the MoE layers
   experts         the routed experts: fused 3-D tensors through PEFT `target_parameters`, or separate nn.Linear
                   experts by module name; all of them or a subset (`lora.experts`)
@@ -23,13 +26,16 @@ from torch import nn
 from seektune.errors import ConfigError
 
 _MLA = r"self_attn\.(q_proj|q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)"
+# DeepSeek-V4: shared-KV MQA with a low-rank grouped output and a KV compressor (CSA/HCA layers)
+_V4_ATTN = r"self_attn\.(q_a_proj|q_b_proj|kv_proj|o_b_proj|compressor\.(kv_proj|gate_proj))"
 _MLP = r"(gate_proj|up_proj|down_proj)"
 _DENSE4 = r"self_attn\.(q_proj|k_proj|v_proj|o_proj)"
 
 # group -> regex over full module names (PEFT fullmatches a string target), per family.
-DEEPSEEK_MOE = ("deepseek_v2", "deepseek_v3")
+DEEPSEEK_MOE = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4")
+NO_DENSE_MLP = ("deepseek_v4",)  # hash-routed MoE from layer 0 instead of dense first layers
 DEEPSEEK_GROUPS = {
-    "attention": rf".*\.{_MLA}",
+    "attention": rf".*\.({_MLA}|{_V4_ATTN})",
     "dense-mlp": rf".*\.mlp\.{_MLP}",
     "shared-experts": rf".*\.mlp\.shared_experts\.{_MLP}",
     # experts and router are resolved against the model (fused parameters or separate modules)
@@ -62,7 +68,8 @@ def family(model_type: str) -> Optional[str]:
 def group_names(model_type: str) -> list[str]:
     fam = family(model_type)
     if fam == "deepseek":
-        return ["default", "attention", "dense-mlp", "shared-experts", "experts", "router", "all-linear"]
+        dense = [] if model_type in NO_DENSE_MLP else ["dense-mlp"]
+        return ["default", "attention", *dense, "shared-experts", "experts", "router", "all-linear"]
     if fam == "vl":
         return ["default", "language", "vision", "projector", "all-linear"]
     if fam == "dense":
@@ -91,6 +98,11 @@ class TargetPlan:
 def requested_groups(targets, model_type: str) -> Optional[list[str]]:
     """The group names asked for, or None when `targets` is a regex / module-name list (used as given)."""
     names = group_names(model_type)
+    if family(model_type) == "deepseek":
+        absent = [t for t in ([targets] if isinstance(targets, str) else targets) if t == "dense-mlp" and t not in names]
+        if absent:
+            raise ConfigError(f"lora.targets: this {model_type} model has no dense MLP layers (every layer is MoE); "
+                              f"its groups are {', '.join(names)}")
     if isinstance(targets, str):
         return [targets] if targets in names else None
     if targets and all(isinstance(t, str) and t in names for t in targets):
@@ -139,11 +151,12 @@ def plan_targets(model, spec, expert_choice: Optional[dict[str, list[int]]] = No
     fam = family(model_type)
     if "default" in groups:
         groups = [g for g in groups if g != "default"] + DEFAULT_GROUPS.get(fam, [])
+        groups = [g for g in groups if g in group_names(model_type)]
         groups = list(dict.fromkeys(groups))
     if "all-linear" in groups:
         if len(groups) > 1:
             raise ConfigError("lora.targets: all-linear cannot be combined with other groups; list the groups instead")
-        return TargetPlan(groups=["all-linear"], target_modules="all-linear")
+        return _all_linear_plan(model)
     if fam is None:
         return TargetPlan(groups=groups, target_modules="all-linear")
     table = {"deepseek": DEEPSEEK_GROUPS, "dense": DENSE_GROUPS, "vl": VL_GROUPS}[fam]
@@ -162,11 +175,28 @@ def plan_targets(model, spec, expert_choice: Optional[dict[str, list[int]]] = No
         if all(isinstance(m, nn.Linear) for m in routers.values()):
             regexes.append(r".*\.mlp\.gate")
         else:
-            # DeepseekV2/V3TopkRouter is no nn.Linear: adapt its weight parameter; the bias buffer stays as loaded.
+            # DeepSeek's top-k / hash routers are no nn.Linear: adapt their weight; bias / hash-table buffers stay as loaded.
             plan.target_parameters.append("mlp.gate.weight")
     plan.target_modules = "(" + "|".join(regexes) + ")" if regexes else None
     if plan.target_modules is None and not plan.target_parameters and not plan.modules_to_save:
         raise ConfigError(f"lora.targets={spec.targets!r} names nothing to train")
+    return plan
+
+
+def _all_linear_plan(model) -> TargetPlan:
+    """PEFT's `all-linear`, minus a model's own nn.Linear subclasses with their own forward (DeepSeek-V4's grouped
+    o_a_proj): LoRA adds x @ A.T @ B.T, wrong -- and shape-breaking -- for a layer that is not x @ W.T. Quantized
+    Linear classes (bitsandbytes, ...) are not transformers' modeling code and stay in: PEFT wraps them properly."""
+    odd = {n: type(m).__name__ for n, m in model.named_modules() if isinstance(m, nn.Linear)
+           and type(m).forward is not nn.Linear.forward and type(m).__module__.startswith("transformers.models.")}
+    if not odd:
+        return TargetPlan(groups=["all-linear"], target_modules="all-linear")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    keep = {re.sub(r"\\\.\d+\\\.", r"\\.\\d+\\.", re.escape(n)) for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and m is not head and n not in odd}
+    kinds = sorted(set(odd.values()))
+    plan = TargetPlan(groups=["all-linear"], target_modules="(" + "|".join(sorted(keep)) + ")")
+    plan.notes.append(f"all-linear leaves out {len(odd)} {'/'.join(kinds)} layers (not a plain x @ W.T; LoRA cannot wrap them)")
     return plan
 
 
@@ -276,6 +306,8 @@ def all_linear_warning(peft_model, model_type: str) -> Optional[str]:
     if missing:
         msg += (f"; it leaves out {' and '.join(missing)} (fused expert tensors and the top-k router are not nn.Linear). "
                 "Name groups instead, e.g. targets: [attention, shared-experts, experts]")
+    if any(".indexer." in n for n in adapted_names(peft_model)):
+        msg += "; the sparse-attention indexer's LoRA gets no gradient (its top-k choice is not differentiable)"
     return msg
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 from seektune.errors import ModelSourceError
 
 # model types whose native transformers class is always used, remote code or not
-NATIVE_DEEPSEEK = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_vl", "deepseek_vl_hybrid")
+NATIVE_DEEPSEEK = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "deepseek_vl", "deepseek_vl_hybrid")
 ADVICE = {
     # the original DeepSeek-VL repos (deepseek-ai/deepseek-vl-*-chat) use this remote-code type
     "multi_modality": "DeepSeek-VL's original checkpoints are remote code; use the converted ones for transformers' "

@@ -1,6 +1,7 @@
 """Routing profile: which routed experts the router picks, per MoE layer, on a sample of the training data.
 
-Forward hooks on the routers (DeepseekV2/V3TopkRouter return (logits, weights, top-k indices)) count every
+Forward hooks on the routers (DeepSeek-V2/V3/V3.2 TopkRouter, V4 TopKRouter and HashRouter all return (logits,
+weights, top-k indices); a V4 hash router's picks are fixed per token id, but they are still the experts used) count every
 (token, pick); samples run one at a time so padding is never counted. `lora.experts: {top_k_used: N}` trains
 the N experts each layer picks most.
 """
@@ -40,7 +41,7 @@ def routers(model) -> dict[str, torch.nn.Module]:
     """MoE module name -> its router module."""
     out = {}
     for name, mod in model.named_modules():
-        if name.endswith("mlp.gate") and type(mod).__name__.endswith("TopkRouter"):
+        if name.endswith("mlp.gate") and type(mod).__name__.lower().endswith(("topkrouter", "hashrouter")):
             out[name.rsplit(".", 1)[0]] = mod
     return out
 

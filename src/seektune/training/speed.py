@@ -81,6 +81,9 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
                 notes.append("head dims above 256: packed rows use sdpa with a block mask")
             else:
                 attention = VARLEN
+    from seektune.training.arch_limits import apply_arch_limits
+
+    packing, attention = apply_arch_limits(train_cfg, model_config, packing, attention, notes)
     if attention == VARLEN:
         if not packing:
             raise ValueError("train.attention=seektune_varlen needs train.packing on")
