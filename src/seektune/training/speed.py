@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 
+from seektune.training.arch_limits import apply_arch_limits
+
 VARLEN = "seektune_varlen"
 
 
@@ -81,8 +83,6 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
                 notes.append("head dims above 256: packed rows use sdpa with a block mask")
             else:
                 attention = VARLEN
-    from seektune.training.arch_limits import apply_arch_limits
-
     packing, attention = apply_arch_limits(train_cfg, model_config, packing, attention, notes)
     if attention == VARLEN:
         if not packing:
