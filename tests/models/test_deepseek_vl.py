@@ -19,12 +19,7 @@ from tests.conftest import shared, template_tokenizer
 IMAGE_TOKEN = "<image_placeholder>"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 def tiny_vl(tok):

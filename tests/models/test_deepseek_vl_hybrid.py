@@ -24,12 +24,7 @@ IMAGE_TOKEN = "<image_placeholder>"
 LOW, HIGH = 32, 64  # image sizes of the SigLIP and SAM encoders: (32 / 16)^2 = 4 image tokens
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 def tiny_hybrid(tok):

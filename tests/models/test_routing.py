@@ -15,12 +15,7 @@ from tests.conftest import shared, template_tokenizer
 PLANTED = {1: [1, 2], 2: [5, 6]}  # layer -> experts given a large correction bias (same group, so reachable)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 def tiny_v3(vocab: int, plant: bool = True, **tok_ids):

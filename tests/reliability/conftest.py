@@ -28,11 +28,8 @@ def child_env(**extra) -> dict:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread_here(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(before)
 
 
 def build_tiny_llama(folder: Path, tokenizer, seed: int = 0) -> Path:

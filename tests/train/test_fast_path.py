@@ -23,12 +23,7 @@ from tests.conftest import shared
 from tests.train.test_deepseek_v3 import tiny_v3_dir  # noqa: F401  (module fixture reused)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
 def _samples(tokenizer, n=4, max_length=96):
