@@ -13,6 +13,7 @@ from seektune.adapters.lora import attach_lora, load_adapter, native_v5_targets
 from seektune.adapters.targets import adapted_names, group_members
 from seektune.config import LoraSection
 from seektune.errors import ConfigError
+from tests.adapters.lora_steps import base_name, train_steps
 
 L = 3
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -129,16 +130,7 @@ def trained(request, tmp_path_factory):
     peft_model = attach_lora(model, LoraSection(targets=groups_of(kind), r=8, dropout=0.0, experts=[1, 6]))
     torch.manual_seed(1)
     ids = torch.randint(0, 128, (2, 24))  # 24 tokens: 3 HCA windows of 8, 6 CSA windows of 4, 8-token indexer top-k
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.01)
-    peft_model.train()
-    losses = []
-    for _ in range(6):
-        loss = peft_model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    peft_model.eval()
+    losses = train_steps(peft_model, ids)
     out = tmp_path_factory.mktemp(f"adapter-{kind}")
     peft_model.save_pretrained(str(out))
     return dict(kind=kind, model=peft_model, ids=ids, losses=losses, dir=out, buffers_before=buffers_before,
@@ -156,15 +148,12 @@ def test_router_buffers_and_base_router_untouched(trained):
     seen = 0
     for n, b in model.named_buffers():
         if "e_score_correction_bias" in n or "tid2eid" in n:
-            key = n.replace("base_model.model.", "", 1).replace(".base_layer", "")
-            assert torch.equal(b, trained["buffers_before"][key]), n
+            assert torch.equal(b, trained["buffers_before"][base_name(n)]), n
             seen += 1
     assert seen == len(trained["buffers_before"]) > 0
     for n, p in model.named_parameters():
         if n.endswith("mlp.gate.weight") or ".mlp.gate.parametrizations" in n:
-            key = n.replace("base_model.model.", "", 1).replace(".base_layer", "")
-            key = key.replace("parametrizations.weight.original", "weight")
-            assert torch.equal(p.detach(), trained["router_before"][key]), n
+            assert torch.equal(p.detach(), trained["router_before"][base_name(n)]), n
     from safetensors import safe_open
 
     with safe_open(str(trained["dir"] / "adapter_model.safetensors"), "pt") as f:
