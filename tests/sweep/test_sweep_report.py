@@ -99,6 +99,16 @@ def test_sweep_spec_errors_name_the_run_and_field(tmp_path):
     assert [r.name for r in spec.runs] == ["a_r=4", "a_r=8"]
     assert len(load_sweep(ROOT / "examples" / "sweeps" / "lr_rank.yaml").runs) == 6
     assert spec.runs[0].config.train.learning_rate == 2e-4 and spec.varied == ["lora.r", "train.learning_rate"]
+    f.write_text("grid: [unclosed")
+    with pytest.raises(ConfigError, match=r"s\.yaml: not valid YAML"):
+        load_sweep(f)
+    f.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping with base"):
+        load_sweep(f)
+    (tmp_path / "base.yaml").write_text("- not sections\n")
+    f.write_text(yaml.safe_dump({"base": "base.yaml", "grid": {"lora.r": [4]}}))
+    with pytest.raises(ConfigError, match=r"base\.yaml: the top level must be a mapping of sections"):
+        load_sweep(f)
 
 
 @pytest.fixture(scope="module")

@@ -81,12 +81,7 @@ def load_sweep(path: Path, output: Optional[str] = None) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"sweep file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping with base, grid and/or runs")
+    spec = _yaml_mapping(path, "a mapping with base, grid and/or runs")
     unknown = set(spec) - KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; a sweep file has {sorted(KEYS)}")
@@ -137,6 +132,16 @@ def load_sweep(path: Path, output: Optional[str] = None) -> SweepSpec:
     return SweepSpec(path, out, runs, ev, varied)
 
 
+def _yaml_mapping(f: Path, must_be: str) -> dict:
+    try:
+        tree = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{f}: not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{f}: the top level must be {must_be}")
+    return tree
+
+
 def _base_tree(base: Any, sweep_file: Path) -> dict:
     if base is None:
         return {}
@@ -149,12 +154,7 @@ def _base_tree(base: Any, sweep_file: Path) -> dict:
         f = f if f.is_absolute() else sweep_file.parent / f
         if not f.is_file():
             raise ConfigError(f"{sweep_file}: base config not found: {f}")
-        try:
-            tree = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{f}: not valid YAML: {e}") from e
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{f}: the top level must be a mapping of sections")
+        tree = _yaml_mapping(f, "a mapping of sections")
         _resolve_relative_paths(tree, f.parent)
         return tree
     raise ConfigError(f"{sweep_file}: base: must be a config file path or an inline mapping")
