@@ -105,3 +105,29 @@ def test_every_run_starts_with_the_same_checks(tmp_path, tiny_llama, capsys):
     assert "record 2 field `output`" in text and "record 3 field `output`" in text and "nope_proj" in text
     assert "Loading weights" not in text
     assert not (tmp_path / "o.incomplete").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_qlora_without_a_gpu_is_refused_before_loading(tmp_path, weightless_model, good_data, capsys):
+    out = tmp_path / "run"
+    code, text = _cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out,
+                      "--dry-run", "--set", "model.load_in=4bit")
+    assert code == 2, text
+    assert "model.load_in=4bit (QLoRA) needs a CUDA GPU" in text and "remove model.load_in" in text
+    assert not out.exists()
+    code, text = _cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out,
+                      "--dry-run", "--set", "model.load_in=3bit")
+    assert code == 2 and "model.load_in" in text and "4bit" in text, text
+
+
+def test_memory_estimate_counts_quantized_weights(tiny_llama):
+    from transformers import AutoConfig
+
+    from seektune.config import RunConfig
+    from seektune.training.preflight import estimate_memory
+
+    cfg = AutoConfig.from_pretrained(tiny_llama)
+    full = estimate_memory(RunConfig(), cfg, 1_000_000, 1000, 64)
+    four = estimate_memory(RunConfig.model_validate({"model": {"load_in": "4bit"}}), cfg, 1_000_000, 1000, 64)
+    assert four.weights < full.weights / 4  # fp32 on CPU: 4 bytes per weight vs ~0.6
+    assert (four.activations, four.logits) == (full.activations, full.logits)
