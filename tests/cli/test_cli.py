@@ -6,19 +6,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import shared
-
-SEEKTUNE = Path(sys.executable).with_name("seektune")
-
+from tests.processes import child_env, seektune_cmd
 
 def _start(args, cwd):
-    env = dict(os.environ, COLUMNS="200", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_COLOR="1")
-    cmd = [str(SEEKTUNE)] if SEEKTUNE.is_file() else [sys.executable, "-m", "seektune.cli"]
-    return subprocess.Popen(cmd + [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(seektune_cmd(*args), cwd=cwd, env=child_env(one_thread=False), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

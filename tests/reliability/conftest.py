@@ -1,30 +1,13 @@
 """Fixtures for the reliability suite: a tiny random Llama with SmolLM2's tokenizer (steps take milliseconds),
-real data files written per test, and helpers to run real `seektune` processes."""
+real data files written per test (tests/processes.py runs real `seektune` processes)."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-SEEKTUNE = Path(sys.executable).with_name("seektune")
-
-
-def seektune_cmd(*args) -> list[str]:
-    base = [str(SEEKTUNE)] if SEEKTUNE.is_file() else [sys.executable, "-m", "seektune.cli"]
-    return base + [str(a) for a in args]
-
-
-def child_env(**extra) -> dict:
-    # One intra-op thread: a second one only adds synchronisation on a small shared CPU.
-    env = dict(os.environ, COLUMNS="200", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_COLOR="1",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -85,7 +85,7 @@ def test_a_write_that_fails_mid_checkpoint_keeps_the_previous_one(tmp_path, tiny
     """Without root (no tmpfs): a real EFBIG from RLIMIT_FSIZE, set after the first checkpoint, in a child process."""
     import sys
 
-    from tests.reliability.conftest import child_env
+    from tests.processes import child_env
 
     data = write_json(tmp_path / "data.json", alpaca_records(24))
     cfg = tiny_config(tiny_llama, data, tmp_path / "run", max_steps=6, save_steps=2)

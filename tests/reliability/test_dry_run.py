@@ -7,18 +7,8 @@ import shutil
 
 import pytest
 
-from seektune.cli import main as cli_main
+from tests.processes import run_cli
 from tests.reliability.conftest import alpaca_records, write_json
-
-
-def _cli(capsys, *args) -> tuple[int, str]:
-    try:
-        cli_main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, " ".join((cap.out + cap.err).split())
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +27,7 @@ def weightless_model(tiny_llama, tmp_path_factory):
 
 def test_all_well_prints_a_summary_and_writes_nothing(tmp_path, weightless_model, good_data, capsys):
     out = tmp_path / "run"
-    code, text = _cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out, "--dry-run")
+    code, text = run_cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out, "--dry-run")
     assert code == 0, text
     assert "dry run: no weights are loaded" in text
     assert "LoRA r=16 on 'default': " in text and "trainable of" in text
@@ -49,7 +39,7 @@ def test_all_well_prints_a_summary_and_writes_nothing(tmp_path, weightless_model
 
 def test_a_real_run_of_the_same_folder_fails_at_loading_the_weights(tmp_path, weightless_model, good_data, capsys):
     # The proof that the dry run above never read the weights.
-    code, text = _cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", tmp_path / "r")
+    code, text = run_cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", tmp_path / "r")
     assert code == 2 and "weights file is damaged or truncated" in text and "Traceback" not in text, text
 
 
@@ -59,7 +49,7 @@ def test_every_problem_is_reported_at_once(tmp_path, tiny_llama, capsys):
     recs[4] = {"instruction": "x", "output": ""}
     bad = write_json(tmp_path / "bad.json", recs)
     missing = tmp_path / "missing.jsonl"
-    code, text = _cli(
+    code, text = run_cli(
         capsys, "train", "--model", tiny_llama, "--data", bad, "--data", missing, "--output", tmp_path / "o",
         "--dry-run", "--set", "lora.targets=[nope_proj]", "--set", "train.precision=fp16",
         "--set", "train.per_device_batch_size=100000",
@@ -81,7 +71,7 @@ def test_every_problem_is_reported_at_once(tmp_path, tiny_llama, capsys):
 
 def test_memory_and_mask_coverage_problems(tmp_path, tiny_llama, capsys):
     data = write_json(tmp_path / "d.json", alpaca_records(6))
-    code, text = _cli(
+    code, text = run_cli(
         capsys, "train", "--model", tiny_llama, "--data", data, "--output", tmp_path / "o", "--dry-run",
         "--set", "data.max_length=9", "--set", "data.holdout_prompts=0",
         "--set", "train.per_device_batch_size=20000000",
@@ -99,7 +89,7 @@ def test_every_run_starts_with_the_same_checks(tmp_path, tiny_llama, capsys):
     recs[2] = {"instruction": "x"}
     recs[3] = {"instruction": "y"}
     data = write_json(tmp_path / "d.json", recs)
-    code, text = _cli(capsys, "train", "--model", tiny_llama, "--data", data, "--output", tmp_path / "o",
+    code, text = run_cli(capsys, "train", "--model", tiny_llama, "--data", data, "--output", tmp_path / "o",
                       "--set", "lora.targets=[nope_proj]")
     assert code == 2, text
     assert "record 2 field `output`" in text and "record 3 field `output`" in text and "nope_proj" in text
@@ -110,12 +100,12 @@ def test_every_run_starts_with_the_same_checks(tmp_path, tiny_llama, capsys):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_qlora_without_a_gpu_is_refused_before_loading(tmp_path, weightless_model, good_data, capsys):
     out = tmp_path / "run"
-    code, text = _cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out,
+    code, text = run_cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out,
                       "--dry-run", "--set", "model.load_in=4bit")
     assert code == 2, text
     assert "model.load_in=4bit (QLoRA) needs a CUDA GPU" in text and "remove model.load_in" in text
     assert not out.exists()
-    code, text = _cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out,
+    code, text = run_cli(capsys, "train", "--model", weightless_model, "--data", good_data, "--output", out,
                       "--dry-run", "--set", "model.load_in=3bit")
     assert code == 2 and "model.load_in" in text and "4bit" in text, text
 

@@ -15,7 +15,8 @@ import yaml
 from safetensors.torch import load_file
 
 import seektune
-from tests.reliability.conftest import alpaca_records, child_env, seektune_cmd, tiny_config, write_json
+from tests.processes import child_env, seektune_cmd, signal_when_file_appears
+from tests.reliability.conftest import alpaca_records, tiny_config, write_json
 
 MAX_STEPS, SAVE_STEPS = 12, 3
 ADAPTER = "adapter/adapter_model.safetensors"
@@ -46,19 +47,8 @@ def killed(setup):
     with open(log, "w") as fh:
         proc = subprocess.Popen(seektune_cmd("train", d / "config.yaml"), stdout=fh, stderr=subprocess.STDOUT,
                                 env=child_env(), cwd=d)
-        try:
-            marker = work / "checkpoints" / f"checkpoint-{2 * SAVE_STEPS}" / "trainer_state.json"
-            deadline = time.monotonic() + 240
-            while not marker.is_file():
-                assert proc.poll() is None, f"training ended (rc {proc.returncode}) before the kill:\n{log.read_text()}"
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            rc = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        marker = work / "checkpoints" / f"checkpoint-{2 * SAVE_STEPS}" / "trainer_state.json"
+        rc = signal_when_file_appears(proc, marker, signal.SIGKILL, log, timeout_s=240, poll_s=0.05, wait_s=60)
     assert rc == -signal.SIGKILL
     steps = sorted(int(p.name.split("-")[1]) for p in (work / "checkpoints").glob("checkpoint-*"))
     return work, max(steps), log.read_text()

@@ -15,11 +15,11 @@ import torch
 from transformers import TrainerCallback
 
 import seektune
-from seektune.cli import main as cli_main
 from seektune.errors import SeektuneError
 from seektune.run_folder import default_output, last_checkpoint
 from seektune.config import RunConfig
 from seektune.training.paths import check_output_path, safe_join
+from tests.processes import run_cli
 from tests.reliability.conftest import alpaca_records, tiny_config, write_json
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -35,16 +35,6 @@ class _RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _cli(capsys, *args) -> tuple[int, str]:
-    try:
-        cli_main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, " ".join((cap.out + cap.err).split())
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_json(tmp_path_factory.mktemp("safe") / "d.json", alpaca_records(10))
@@ -58,7 +48,7 @@ def test_pickle_weights_are_refused_and_never_unpickled(tmp_path, tiny_llama, da
     with open(folder / "pytorch_model.bin", "wb") as f:
         pickle.dump({"weight": _RunsCode(marker)}, f)
     for extra in ([], ["--dry-run"]):
-        code, text = _cli(capsys, "train", "--model", folder, "--data", data, "--output", tmp_path / "o", *extra)
+        code, text = run_cli(capsys, "train", "--model", folder, "--data", data, "--output", tmp_path / "o", *extra)
         assert code == 2, text
         assert "pickle" in text.lower() and "--allow-pickle" in text and "Traceback" not in text
     assert not marker.exists()
@@ -74,7 +64,7 @@ def test_remote_code_is_refused_and_never_imported(tmp_path, tiny_llama, data, c
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     for extra in ([], ["--dry-run"]):
-        code, text = _cli(capsys, "train", "--model", folder, "--data", data, "--output", tmp_path / "o", *extra)
+        code, text = run_cli(capsys, "train", "--model", folder, "--data", data, "--output", tmp_path / "o", *extra)
         assert code == 2, text
         assert "--trust-remote-code" in text and "Traceback" not in text
     assert not marker.exists()
@@ -141,5 +131,5 @@ def test_default_run_names_from_hostile_model_ids_stay_under_runs(source):
 def test_output_must_end_in_a_plain_folder_name(bad, tmp_path, data, capsys):
     with pytest.raises(SeektuneError, match="must end in a new folder name"):
         check_output_path(bad)
-    code, text = _cli(capsys, "train", "--data", data, "--output", bad, "--dry-run")
+    code, text = run_cli(capsys, "train", "--data", data, "--output", bad, "--dry-run")
     assert code == 2 and "must end in a new folder name" in text, text

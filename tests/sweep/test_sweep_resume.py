@@ -4,23 +4,16 @@ resumes: the finished run is skipped, the interrupted one continues from its che
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from seektune.sweep.runner import run_sweep
 from tests.conftest import shared
-
-
-def _env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_COLOR="1", OMP_NUM_THREADS="1",
-                COLUMNS="200")
+from tests.processes import child_env, signal_when_file_appears
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +34,8 @@ def stopped(tmp_path_factory):
     log = d / "first.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "seektune.cli", "sweep", str(f)], stdout=fh,
-                                stderr=subprocess.STDOUT, env=_env(), cwd=d)
-        try:
-            deadline = time.monotonic() + 400
-            while not marker.is_file():
-                if proc.poll() is not None:
-                    pytest.fail(f"the sweep ended (rc {proc.returncode}) before run `long` saved checkpoint-2:\n"
-                                + log.read_text(errors="replace")[-3000:])
-                if time.monotonic() > deadline:
-                    pytest.fail("no checkpoint-2 in time:\n" + log.read_text(errors="replace")[-3000:])
-                time.sleep(0.1)
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+                                stderr=subprocess.STDOUT, env=child_env(), cwd=d)
+        rc = signal_when_file_appears(proc, marker, signal.SIGTERM, log, timeout_s=400)  # run `long`'s checkpoint-2
     return f, out, rc, log.read_text(errors="replace")
 
 

@@ -5,11 +5,8 @@ Real `seektune` processes and real signals on the embedded SmolLM2."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,22 +15,10 @@ import yaml
 from seektune.cli import main as cli_main
 from seektune.run_folder import Run
 from tests.conftest import shared
+from tests.processes import child_env, seektune_cmd, signal_when_file_appears
 
-SEEKTUNE = Path(sys.executable).with_name("seektune")
 MAX_STEPS = 12
 SAVE_STEPS = 4
-
-
-def _cmd(*args) -> list[str]:
-    base = [str(SEEKTUNE)] if SEEKTUNE.is_file() else [sys.executable, "-m", "seektune.cli"]
-    return base + [str(a) for a in args]
-
-
-def _env() -> dict:
-    # One intra-op thread: on a 2-vCPU machine shared with other work, two OpenMP threads per process made
-    # SmolLM2 steps 4-10x slower than one.
-    return dict(os.environ, COLUMNS="200", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_COLOR="1",
-                OMP_NUM_THREADS="1")
 
 
 def _log(path: Path) -> str:
@@ -69,23 +54,10 @@ def interrupted(config_file):
     work = out.with_name("run.incomplete")
     log = config_file.parent / "first.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen(_cmd("train", config_file, "--output", out), stdout=fh, stderr=subprocess.STDOUT,
-                                env=_env(), cwd=config_file.parent)
-        try:
-            marker = work / "checkpoints" / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json"
-            deadline = time.monotonic() + 180
-            while not marker.is_file():
-                if proc.poll() is not None:
-                    pytest.fail(f"training ended (rc {proc.returncode}) before checkpoint-{SAVE_STEPS}:\n{_log(log)}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no checkpoint-{SAVE_STEPS} after 180 s:\n{_log(log)}")
-                time.sleep(0.2)
-            proc.send_signal(signal.SIGINT)
-            rc = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        proc = subprocess.Popen(seektune_cmd("train", config_file, "--output", out), stdout=fh, stderr=subprocess.STDOUT,
+                                env=child_env(), cwd=config_file.parent)
+        marker = work / "checkpoints" / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json"
+        rc = signal_when_file_appears(proc, marker, signal.SIGINT, log, timeout_s=180, poll_s=0.2, wait_s=120)
     return out, rc, _log(log)
 
 
@@ -144,8 +116,8 @@ def test_resume_finishes_the_run(interrupted, config_file):
     n = max(_ckpt_steps(work))
     log = config_file.parent / "resume.log"
     with open(log, "w") as fh:
-        p = subprocess.run(_cmd("train", config_file, "--output", out, "--resume"), stdout=fh, stderr=subprocess.STDOUT,
-                           env=_env(), cwd=config_file.parent, timeout=300)
+        p = subprocess.run(seektune_cmd("train", config_file, "--output", out, "--resume"), stdout=fh, stderr=subprocess.STDOUT,
+                           env=child_env(), cwd=config_file.parent, timeout=300)
     assert p.returncode == 0, _log(log)
     assert out.is_dir() and not work.exists()
     info = json.loads((out / "run.json").read_text())

@@ -4,23 +4,19 @@ The commands start together (each spends seconds importing torch); each test wai
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import shared
+from tests.processes import child_env, seektune_cmd
 
-SEEKTUNE = Path(sys.executable).with_name("seektune")
 CHAT_INPUT = "Who are you?\n/adapter base\nWho are you?\n/adapter nope\n/system Answer in one word.\n/reset\n/exit\nnever read\n"
 
 
 def _start(args, cwd, stdin=None):
-    env = dict(os.environ, COLUMNS="200", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", NO_COLOR="1")
-    cmd = [str(SEEKTUNE)] if SEEKTUNE.is_file() else [sys.executable, "-m", "seektune.cli"]
-    proc = subprocess.Popen(cmd + [str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(seektune_cmd(*args), cwd=cwd, env=child_env(one_thread=False), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True)
     if stdin:  # a few lines fit the pipe; communicate() closes it later (closing it here upsets communicate)
         proc.stdin.write(stdin)
