@@ -81,18 +81,31 @@ def _start_swanlab(work: Path) -> None:
                  project=os.environ.get("SWANLAB_PROJECT") or "seektune", name=run_display_name(work))
 
 
+def _open_trackers() -> dict:
+    """The tracker modules this process has imported that have a run open now, by name."""
+    swanlab, wandb, mlflow = (sys.modules.get(m) for m in ("swanlab", "wandb", "mlflow"))
+    found = {}
+    if swanlab is not None and swanlab.has_run():
+        found["swanlab"] = swanlab
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        found["wandb"] = wandb
+    if mlflow is not None and hasattr(mlflow, "active_run") and mlflow.active_run() is not None:
+        found["mlflow"] = mlflow
+    return found
+
+
 def _finish_open_runs(failed: bool = False) -> None:
     # The Trainer's SwanLab and wandb callbacks leave their run open (MLflow's too when training fails);
     # close it so that the log is complete when the run folder is published, and a next run in this
     # process starts its own.
-    swanlab, wandb, mlflow = (sys.modules.get(m) for m in ("swanlab", "wandb", "mlflow"))
     try:
-        if swanlab is not None and swanlab.has_run():
-            swanlab.finish(state="crashed") if failed else swanlab.finish()
-        if wandb is not None and getattr(wandb, "run", None) is not None:
-            wandb.finish(exit_code=1 if failed else 0)
-        if mlflow is not None and hasattr(mlflow, "active_run") and mlflow.active_run() is not None:
-            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        trackers = _open_trackers()
+        if "swanlab" in trackers:
+            trackers["swanlab"].finish(state="crashed") if failed else trackers["swanlab"].finish()
+        if "wandb" in trackers:
+            trackers["wandb"].finish(exit_code=1 if failed else 0)
+        if "mlflow" in trackers:
+            trackers["mlflow"].end_run(status="FAILED" if failed else "FINISHED")
     except Exception as e:  # a tracker failing to close must not lose the trained adapter
         print(f"warning: closing the tracker run failed: {e}", file=sys.stderr)
 
@@ -120,17 +133,18 @@ class RunDetails(TrainerCallback):
 
     def _record(self) -> None:
         seektune = {"seektune": self.details}
-        wandb, mlflow, swanlab = (sys.modules.get(m) for m in ("wandb", "mlflow", "swanlab"))
-        if wandb is not None and getattr(wandb, "run", None) is not None:
-            wandb.run.config.update(seektune, allow_val_change=True)
-        if mlflow is not None and hasattr(mlflow, "active_run") and mlflow.active_run() is not None:
+        trackers = _open_trackers()
+        if "wandb" in trackers:
+            trackers["wandb"].run.config.update(seektune, allow_val_change=True)
+        if "mlflow" in trackers:
+            mlflow = trackers["mlflow"]
             limit = mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
             params = {k: v for k, v in _flat(seektune).items() if len(v) <= limit}  # too long: still in run.json
             items = sorted(params.items())
             for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
                 mlflow.log_params(dict(items[i:i + 100]))
-        if swanlab is not None and swanlab.has_run():
-            swanlab.config.update(seektune)
+        if "swanlab" in trackers:
+            trackers["swanlab"].config.update(seektune)
         if self.tensorboard is not None and getattr(self.tensorboard, "tb_writer", None) is not None:
             self.tensorboard.tb_writer.add_text("seektune", json.dumps(self.details, indent=2))
             self.tensorboard.tb_writer.flush()
