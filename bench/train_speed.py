@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -270,11 +269,11 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
 
             assert offload_checkpoints(model)
     torch.manual_seed(seed)
+    targets = lora_targets(model.config)
     if tool.startswith("seektune"):
         from seektune.adapters.lora import attach_lora
         from seektune.config import LoraSection
 
-        targets = lora_targets(model.config)
         model = attach_lora(model, LoraSection(r=16, alpha=32, dropout=0.0, targets=targets))
         if fast.compile:
             from seektune.training.speed import compile_layers
@@ -283,14 +282,11 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
     else:
         from peft import LoraConfig, get_peft_model
 
-        targets = lora_targets(model.config)
-        if model.config.model_type == "deepseek_v2":
-            # The same modules as seektune: without this PEFT 0.21 moves MLP targets onto the routed experts (peft#3711).
-            from seektune.adapters.lora import native_v5_targets
+        from seektune.adapters.lora import native_v5_targets
 
-            with native_v5_targets(model.config.model_type):
-                model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=targets))
-        else:
+        # The same modules as seektune: without this PEFT 0.21 moves DeepSeek MLP targets onto the routed experts
+        # (peft#3711); a no-op for other model types.
+        with native_v5_targets(model.config.model_type):
             model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=targets))
     return model, packed
 
@@ -445,22 +441,20 @@ def maxlen_worker(args) -> dict:
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.cap_gib * 2**30 / total))
     lengths = [int(x) for x in args.lengths.split(",")]
     if args.tool.startswith("unsloth"):
-        from unsloth import FastLanguageModel  # noqa: F401  (before transformers)
-
         model, packed = build_unsloth(Path(args.weights), dtype, True, args.seed, max_seq_length=max(lengths)), False
     else:
         model, packed = build(args.tool, Path(args.weights), dtype, device, True, args.seed)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4, fused=device == "cuda")
     # One untimed step first: compilation (seektune, Unsloth) must not count against the step-time limit.
-    warm = samples("synthetic", 1)[0]["input_ids"]
-    out = model(**collate([{"input_ids": warm, "labels": warm}], packed, device))
+    row = samples("synthetic", 1)[0]["input_ids"]  # 2048 tokens, repeated to each length
+    out = model(**collate([{"input_ids": row, "labels": row}], packed, device))
     out.loss.backward()
     opt.zero_grad(set_to_none=True)
     rows, fits, stopped = [], 0, "end of ladder"
     for n in lengths:
-        ids = samples("synthetic", 1)[0]["input_ids"] * (n // 2048 + 1)
-        batch = collate([{"input_ids": ids[:n], "labels": ids[:n]}], packed, device)
+        ids = (row * (n // len(row) + 1))[:n]
+        batch = collate([{"input_ids": ids, "labels": ids}], packed, device)
         t0 = time.perf_counter()
         try:
             out = model(**batch)
