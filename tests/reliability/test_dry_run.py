@@ -121,3 +121,15 @@ def test_memory_estimate_counts_quantized_weights(tiny_llama):
     four = estimate_memory(RunConfig.model_validate({"model": {"load_in": "4bit"}}), cfg, 1_000_000, 1000, 64)
     assert four.weights < full.weights / 4  # fp32 on CPU: 4 bytes per weight vs ~0.6
     assert (four.activations, four.logits) == (full.activations, full.logits)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_only_speed_switches_are_refused_before_loading(tmp_path, weightless_model, good_data, capsys):
+    for setting, says in (("train.fused_loss=true", "train.fused_loss=true needs a CUDA GPU and liger-kernel"),
+                          ("train.attention=seektune_varlen", "train.attention=seektune_varlen needs train.packing on")):
+        # no --dry-run: the check comes before the (unreadable) weights are loaded
+        code, text = run_cli(capsys, "train", "--model", weightless_model, "--data", good_data,
+                             "--output", tmp_path / "o", "--set", setting)
+        assert code == 2, text
+        assert says in text, text
+        assert "weights file is damaged" not in text, text  # refused before the weights were read

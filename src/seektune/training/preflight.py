@@ -22,6 +22,7 @@ from seektune.data.render import ChatRenderer, resolve_template
 from seektune.models.vl import renderer_vision
 from seektune.errors import DataError, SeektuneError
 from seektune.training.paths import check_output_path
+from seektune.training.speed import FastPath, decide
 
 LISTED = 20  # bad records named one by one; the rest are counted
 
@@ -68,6 +69,7 @@ class Preflight:
     trainable: Optional[int] = None
     total_params: Optional[int] = None
     remote_code_note: Optional[str] = None  # remote code replaced by transformers' native class
+    fast_path: Optional[FastPath] = None  # the speed switches training applies
 
     def raise_if_problems(self) -> None:
         if len(self.problems) == 1 and isinstance(self.problems[0], SeektuneError):
@@ -85,6 +87,7 @@ def preflight(cfg: RunConfig, source, tokenizer, output=None) -> Preflight:
     _check_template_and_data(cfg, source, tokenizer, pf)
     model_config = _check_targets(cfg, source, pf)
     if model_config is not None:
+        _check_speed_switches(cfg, model_config, pf)
         pf.memory = estimate_memory(cfg, model_config, pf.total_params or 0, pf.trainable or 0, _longest(pf.data, cfg))
         pf.summary.append(pf.memory.line())
         if pf.memory.available and pf.memory.total > pf.memory.available:
@@ -111,6 +114,15 @@ def _check_config(cfg: RunConfig, output, pf: Preflight) -> None:
             check_output_path(output)
         except SeektuneError as e:
             pf.problems.append(e)
+
+
+def _check_speed_switches(cfg: RunConfig, model_config, pf: Preflight) -> None:
+    """Decide train.packing/attention/compile/fused_loss/liger for this model on this device from its config, so
+    that a setting it cannot run stops the run before any weights are loaded."""
+    try:
+        pf.fast_path = decide(cfg.train, model_config, "cuda" if torch.cuda.is_available() else "cpu")
+    except ValueError as e:
+        pf.problems.append(str(e))
 
 
 # ---- template, records, masks -------------------------------------------------------------------

@@ -30,7 +30,7 @@ from seektune.training.guards import out_of_memory_error
 from seektune.training.paths import check_output_path
 from seektune.training.preflight import preflight
 from seektune.training.speed import (
-    FastPath, compile_layers, decide, offload_checkpoints, packed_collator, prepare_model_for_fast_path,
+    FastPath, compile_layers, offload_checkpoints, packed_collator, prepare_model_for_fast_path,
 )
 from seektune.training.tracking import after_training, configure_trackers, run_display_name
 from seektune.training.tracking import add_run_details, close_after_failure
@@ -111,7 +111,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if check.remote_code_note:
         console.print(f"[dim]{check.remote_code_note}[/dim]")
     model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle, load_in=cfg.model.load_in)
-    fast = _fast_path(cfg, model, console)
+    fast = _apply_fast_path(model, check.fast_path, console)
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -214,13 +214,8 @@ def _prepare_folders(out: Path, work: Path, resume: bool) -> Optional[Path]:
     return None
 
 
-def _fast_path(cfg: RunConfig, model, console: Console) -> FastPath:
-    """Packing, attention kernel and fused kernels for this model on this device (before LoRA is attached)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        fast = decide(cfg.train, model.config, device)
-    except ValueError as e:
-        raise SeektuneError(str(e)) from None
+def _apply_fast_path(model, fast: FastPath, console: Console) -> FastPath:
+    """Packing, attention kernel and fused kernels, as preflight decided them (before LoRA is attached)."""
     prepare_model_for_fast_path(model, fast)
     console.print(f"speed: {fast.describe()}")
     for note in fast.notes:
