@@ -107,27 +107,29 @@ def prepare(n: int, max_length: int) -> None:
 # ---- models ------------------------------------------------------------------------------------------------------
 
 
-def model_config(name: str):
+def model_config(name: str, layers: int = 0):
     from transformers import AutoConfig
 
     spec = dict(MODELS[name])
     spec.pop("batch")
+    if layers:  # a shallower model of the same width: quick profiles, per-layer costs unchanged
+        spec["num_hidden_layers"] = layers
     model_type = spec.pop("model_type")
     return AutoConfig.for_model(model_type, **spec)
 
 
-def make_weights(name: str, root: Path) -> Path:
+def make_weights(name: str, root: Path, layers: int = 0) -> Path:
     """Random weights saved once, so every tool starts from the same model."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = root / name
+    folder = root / (f"{name}-{layers}l" if layers else name)
     if (folder / "config.json").is_file():
         return folder
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(model_config(name), dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(model_config(name, layers), dtype=torch.bfloat16)
     model.save_pretrained(str(folder), safe_serialization=True)
     AutoTokenizer.from_pretrained(str(TOKENIZER)).save_pretrained(str(folder))
     del model
@@ -205,6 +207,12 @@ def worker(args) -> dict:
         tokens.append(n_tokens)
         flops.append(sum((4 * frozen + 6 * lora) * len(s["input_ids"]) + 12 * attn_width * len(s["input_ids"]) ** 2
                          for s in batch))
+    profile = None
+    if args.profile and device == "cuda":
+        try:
+            profile = kernel_profile(model, opt, batches[-2:], packed, device)
+        except Exception as e:  # a profiler problem must not cost the timed result
+            profile = {"error": repr(e)[:300]}
     measured = range(args.warmup, steps)
     tps = statistics.median(tokens[i] / times[i] for i in measured)
     flops_per_s = statistics.median(flops[i] / times[i] for i in measured)
@@ -215,10 +223,45 @@ def worker(args) -> dict:
         "padding_fraction": 0.0 if packed else round(1 - sum(tokens) / sum(len(b) * max(len(s["input_ids"]) for s in b)
                                                               for b in batches), 4),
     }
+    if profile:
+        result["profile"] = profile
     if device == "cuda":
         result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
     return result
+
+
+def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
+    """GPU time per step by kernel family and the top kernels, over two profiled training steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for batch in batches:
+            out = model(**collate(batch, packed, device))
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    kernels = {}
+    for evt in prof.key_averages():
+        t = getattr(evt, "device_time_total", 0) or getattr(evt, "cuda_time_total", 0)
+        if t > 0 and evt.key not in kernels:
+            kernels[evt.key] = t / len(batches) / 1e3  # ms per step
+    families = {}
+    for name, ms in kernels.items():
+        low = name.lower()
+        fam = ("gemm" if any(k in low for k in ("gemm", "cutlass", "sm90_", "nvjet", "cublas", "matmul")) else
+               "attention" if any(k in low for k in ("flash", "fmha", "attention")) else
+               "triton" if low.startswith("triton") else
+               "copy" if any(k in low for k in ("memcpy", "memset", "copy")) else
+               "elementwise" if any(k in low for k in ("elementwise", "vectorized", "reduce", "unrolled")) else "other")
+        families[fam] = families.get(fam, 0) + ms
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:25]
+    report = {"families_ms": {k: round(v, 2) for k, v in sorted(families.items(), key=lambda kv: -kv[1])},
+              "top_ms": [[k[:110], round(v, 3)] for k, v in top]}
+    print(json.dumps(report, indent=1), file=sys.stderr)
+    return report
 
 
 def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
@@ -250,7 +293,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         # "seektune" = every switch on auto (packing, varlen FlashAttention, compiled layers, fused loss); the
         # variants take one switch away or add Liger's full set, to show what each is worth.
         variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True),
-                   "seektune-nofl": dict(fused_loss=False)}
+                   "seektune-nofl": dict(fused_loss=False), "seektune-nofused": dict(fused_lora=False)}
         fast = decide(TrainSection(**variant.get(tool, {})), model.config, device)
         prepare_model_for_fast_path(model, fast)
         print(f"seektune fast path: {fast.describe()} {fast.notes}", file=sys.stderr)
@@ -264,10 +307,10 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
     elif ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-        if tool == "seektune-offload":
-            from seektune.training.speed import offload_checkpoints
+        if "offload" in tool:
+            from seektune.training.offload import offload_layer_inputs
 
-            assert offload_checkpoints(model)
+            assert offload_layer_inputs(model)
     torch.manual_seed(seed)
     targets = lora_targets(model.config)
     if tool.startswith("seektune"):
@@ -275,6 +318,10 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         from seektune.config import LoraSection
 
         model = attach_lora(model, LoraSection(r=16, alpha=32, dropout=0.0, targets=targets))
+        if fast.fused_lora:
+            from seektune.training.lora_fused import fuse_lora_linears
+
+            print(f"{fuse_lora_linears(model)} LoRA linears fused", file=sys.stderr)
         if fast.compile:
             from seektune.training.speed import compile_layers
 
@@ -368,7 +415,7 @@ def run(args) -> None:
     results = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
-        folder = make_weights(name, Path(args.weights_root))
+        folder = make_weights(name, Path(args.weights_root), args.layers)
         print(f"[{name}] weights ready in {time.perf_counter() - t0:.0f} s", flush=True)
         for ckpt in args.ckpt.split(","):
             for tool in args.tools.split(","):
@@ -389,7 +436,7 @@ def run(args) -> None:
 def run_worker(name, tool, ckpt, folder, args) -> dict:
     cmd = [sys.executable, __file__, "worker", "--model", name, "--tool", tool, "--ckpt", ckpt, "--weights",
            str(folder), "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
-           "--data", args.data]
+           "--data", args.data] + (["--profile"] if getattr(args, "profile", False) else [])
     if args.cmd == "maxlen":
         cmd[2] = "maxlen-worker"
         cmd += ["--cap-gib", str(args.cap_gib), "--lengths", args.lengths, "--step-limit", str(args.step_limit)]
@@ -486,7 +533,7 @@ def run_maxlen(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.models.split(","):
-        folder = make_weights(name, Path(args.weights_root))
+        folder = make_weights(name, Path(args.weights_root), args.layers)
         for tool in args.tools.split(","):
             res = run_worker(name, tool, "on", folder, args)
             results.append(res)
@@ -525,6 +572,8 @@ def main() -> None:
         q.add_argument("--warmup", type=int, default=3)
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--data", choices=["real", "synthetic"], default="real")
+        q.add_argument("--profile", action="store_true",
+                       help="after the timed steps, profile two more and report the top GPU kernels")
         if name.startswith("maxlen"):
             q.add_argument("--cap-gib", type=float, default=80.0, help="GPU memory budget (an 80 GB card)")
             q.add_argument("--lengths", default="8192,16384,32768,49152,65536,98304,131072")
@@ -535,6 +584,7 @@ def main() -> None:
             q.add_argument("--tools", default="hf,liger,seektune,unsloth")
             q.add_argument("--ckpt", default="on,off" if name == "run" else "on")
             q.add_argument("--weights-root", default="/tmp/seektune-bench-models")
+            q.add_argument("--layers", type=int, default=0, help="override the layer count (quick profiles)")
             q.add_argument("--timeout", type=int, default=400)
             q.add_argument("--out")
         else:

@@ -155,8 +155,12 @@ class TrainSection(_Section):
         "auto", description="torch.compile each decoder layer (dynamic shapes); auto = on a GPU; ~1 min start-up"
     )
     offload_checkpoints: bool = Field(
-        False, description="with gradient_checkpointing on a GPU: keep each layer's checkpointed input in pinned CPU "
-        "memory instead of GPU memory (longer sequences fit; a little slower)"
+        False, description="with gradient_checkpointing: keep each layer's checkpointed input in pinned CPU memory "
+        "instead of GPU memory, copied on a side stream while the GPU computes (longer sequences fit)"
+    )
+    fused_lora: Union[bool, Literal["auto"]] = Field(
+        "auto", description="compute each LoRA linear as one autograd node: the adapter's update is added by the "
+        "matmul itself, in the activations' dtype, instead of separate fp32 passes; auto = on a GPU"
     )
     fused_loss: Union[bool, Literal["auto"]] = Field(
         "auto", description="Liger's fused linear+cross-entropy alone (the vocabulary-wide logits are never "

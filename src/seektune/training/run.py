@@ -27,10 +27,12 @@ from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSi
 from seektune.models.vl import make_collator
 from seektune.training.collate import SampleDataset
 from seektune.training.guards import out_of_memory_error
+from seektune.training.lora_fused import fuse_lora_linears
+from seektune.training.offload import offload_layer_inputs
 from seektune.training.paths import check_output_path
 from seektune.training.preflight import preflight
 from seektune.training.speed import (
-    FastPath, compile_layers, offload_checkpoints, packed_collator, prepare_model_for_fast_path,
+    FastPath, compile_layers, packed_collator, prepare_model_for_fast_path,
 )
 from seektune.training.tracking import after_training, configure_trackers, run_display_name
 from seektune.training.tracking import add_run_details, close_after_failure
@@ -115,8 +117,8 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-        if cfg.train.offload_checkpoints and offload_checkpoints(model):
-            console.print("[dim]checkpointed activations are kept in CPU memory[/dim]")
+        if cfg.train.offload_checkpoints and offload_layer_inputs(model):
+            console.print("[dim]checkpointed layer inputs are kept in CPU memory[/dim]")
     from seektune.training import moe
 
     moe.use_grouped_experts(model, cfg.model.experts_implementation, console)
@@ -125,6 +127,8 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
 
     set_seed(cfg.train.seed)  # LoRA's A matrices are drawn now: the same seed must give the same start
     model = attach_lora(model, cfg.lora, expert_choice)
+    if fast.fused_lora:
+        console.print(f"[dim]{fuse_lora_linears(model)} LoRA linears run as one autograd node[/dim]")
     if fast.compile:
         console.print(f"[dim]compiling {compile_layers(model)} decoder layers (first steps are slow)[/dim]")
     trainable, total = trainable_summary(model)

@@ -2,7 +2,7 @@
 linear+cross-entropy loss, Liger's fused kernels.
 
 Each switch is decided once, from `train.packing`, `train.attention`, `train.compile`, `train.fused_loss` and
-`train.liger` ("auto" = on where it is correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes
+`train.liger`, `train.fused_lora` ("auto" = on where it is correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes
 the loss: packed rows carry the same tokens and the same supervised labels as padded batches, and
 the position ids restart at every sample so no sample attends to another (transformers turns
 restarting position ids into a block-diagonal mask for sdpa/eager; the varlen kernel below gets the
@@ -31,6 +31,7 @@ class FastPath:
     notes: list[str]
     compile: bool = False
     fused_loss: bool = False
+    fused_lora: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +46,8 @@ class FastPath:
             parts.append("decoder layers compiled")
         if self.fused_loss:
             parts.append("fused linear+cross-entropy")
+        if self.fused_lora:
+            parts.append("one-node LoRA linears")
         return ", ".join(parts)
 
 
@@ -99,8 +102,9 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
         raise ValueError(f"train.liger=true: liger-kernel has no kernels for model type {model_config.model_type!r}")
     compile_ = on_gpu if train_cfg.compile == "auto" else train_cfg.compile
     fused_loss = _decide_fused_loss(train_cfg.fused_loss, liger, on_gpu, model_config, notes)
+    fused_lora = on_gpu if train_cfg.fused_lora == "auto" else train_cfg.fused_lora
     return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
-                    fused_loss=fused_loss)
+                    fused_loss=fused_loss, fused_lora=fused_lora)
 
 
 def _decide_fused_loss(asked, liger: bool, on_gpu: bool, model_config, notes: list[str]) -> bool:
@@ -256,33 +260,17 @@ def compile_layers(model) -> int:
     """torch.compile each decoder layer (after LoRA is attached), with dynamic shapes: packed rows change length
     every step. Fuses the small element-wise kernels (norms, RoPE, activations, LoRA scaling) that dominate
     when steps are short. Returns how many layers were compiled."""
+    from seektune.training.offload import compile_offloaded
+
+    offloaded = compile_offloaded(model)  # offloaded checkpointing compiles inside its own autograd node
+    if offloaded:
+        return offloaded
     stacks = [m for m in model.modules() if _is_layer_stack(m)]
     if not stacks:
         return 0
     for layer in stacks[0]:
         layer.compile(dynamic=True)
     return len(stacks[0])
-
-
-def offload_checkpoints(model) -> bool:
-    """Move what gradient checkpointing keeps (each decoder layer's input) to pinned CPU memory during the forward
-    pass and back for the backward pass. Inside a checkpointed layer, checkpointing's own hooks take precedence, so
-    only the layer boundaries travel. Returns False when the model has no decoder-layer stack to wrap."""
-    owner = next((m for m in model.modules() if any(_is_layer_stack(c) for c in m.children())), None)
-    if owner is None:
-        return False
-    inner = owner.forward
-    pin = torch.cuda.is_available()
-
-    @functools.wraps(inner)
-    def forward(*args, **kwargs):
-        if not torch.is_grad_enabled():  # evaluation and generation keep nothing for a backward pass
-            return inner(*args, **kwargs)
-        with torch.autograd.graph.save_on_cpu(pin_memory=pin):
-            return inner(*args, **kwargs)
-
-    owner.forward = forward
-    return True
 
 
 def _is_layer_stack(m) -> bool:

@@ -1,0 +1,178 @@
+"""Offloaded checkpointing and one-node LoRA linears change where tensors live and where sums happen, not what is
+learned: the same gradients as torch's checkpointing and PEFT's own LoRA forward, in eager mode and compiled."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import seektune
+from seektune.training.lora_fused import fuse_lora_linears
+from seektune.training.offload import HostLedger, compile_offloaded, offload_layer_inputs
+from tests.conftest import shared
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _tiny_llama(dropout: float = 0.0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      attention_dropout=dropout)
+    return LlamaForCausalLM(cfg)
+
+
+def _ids():
+    return torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(1))
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _train_step(model, seed=5):
+    torch.manual_seed(seed)  # the attention-dropout masks
+    ids = _ids()
+    model(input_ids=ids, labels=ids).loss.backward()
+    return _grads(model)
+
+
+def test_offloaded_checkpointing_gives_torch_checkpointings_gradients():
+    """Attention dropout is on, so the recomputation only matches if the RNG state is restored for it."""
+    grads = []
+    for offload in (False, True):
+        model = _tiny_llama(dropout=0.2).train()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        if offload:
+            assert offload_layer_inputs(model) == 3
+        grads.append(_train_step(model))
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 30
+    for name, g in grads[0].items():
+        assert torch.equal(g, grads[1][name]), name
+    with torch.no_grad():  # evaluation and generation run the layers directly
+        assert model.eval()(input_ids=_ids()).logits.shape == (2, 24, 256)
+
+
+def test_offloaded_layers_keep_no_graph_between_forward_and_backward():
+    """What autograd saves during the forward pass: torch's checkpointing saves nothing inside the layers but keeps
+    their inputs alive by reference; the offloaded node hands each input to the ledger instead."""
+    model = _tiny_llama().train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    offload_layer_inputs(model)
+    stored = []
+    ledger = model.model.layers[0]._seektune_offloaded.ledger
+    original = ledger.store
+    ledger.store = lambda t: (stored.append(t.shape), original(t))[1]
+    _train_step(model)
+    assert stored == [torch.Size([2, 24, 32])] * 3  # one input per layer, nothing else
+
+
+def test_offloaded_and_compiled_layers_match_eager():
+    grads = []
+    for compiled in (False, True):
+        model = _tiny_llama().train()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        offload_layer_inputs(model)
+        if compiled:
+            assert compile_offloaded(model) == 3
+        grads.append(_train_step(model))
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned host memory and copy streams need a CUDA GPU")
+def test_host_ledger_round_trip_and_prefetch_on_gpu():
+    ledger = HostLedger()
+    tensors = [torch.randn(64, 32, device="cuda") + i for i in range(3)]
+    slots = [ledger.store(t) for t in tensors]
+    assert all(s.tensor is None and s.host.is_pinned() for s in slots)
+    back = ledger.fetch(slots[2])
+    assert slots[1].back is not None  # the next one backward needs is already on its way
+    assert torch.equal(back, tensors[2]) and torch.equal(ledger.fetch(slots[1]), tensors[1])
+    assert torch.equal(ledger.fetch(slots[0]), tensors[0])
+
+
+def _peft(model, dropout=0.0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(3)
+    return get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=dropout, target_modules=ALL_LINEAR,
+                                            init_lora_weights=False))  # B != 0: the update shows in the output
+
+
+# bf16: PEFT runs the adapter in fp32 (it upcasts x); the fused node runs it in bf16 with fp32 accumulation.
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 6e-2)])
+def test_fused_lora_matches_peft(dtype, tol):
+    plain = _peft(_tiny_llama().to(dtype)).train()
+    fused = copy.deepcopy(plain)
+    assert fuse_lora_linears(fused) == 21
+    ids = _ids()
+    out = [m(input_ids=ids, labels=ids) for m in (plain, fused)]
+    assert torch.allclose(out[0].logits.float(), out[1].logits.float(), atol=tol * 10)
+    for o in out:
+        o.loss.backward()
+    grads = [_grads(plain), _grads(fused)]
+    assert len(grads[0]) == 42 and grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert g.dtype == torch.float32 or dtype == torch.bfloat16  # adapter weights keep their dtype
+        err = (g.float() - grads[1][name].float()).abs().max() / g.float().abs().max()
+        assert err < tol, (name, err)
+
+
+def test_fused_lora_steps_aside_where_peft_must_run():
+    """Disabled or merged adapters and LoRA dropout go through PEFT's own forward."""
+    fused = _peft(_tiny_llama()).eval()
+    fuse_lora_linears(fused)
+    base = _tiny_llama().eval()
+    ids = _ids()
+    with torch.no_grad():
+        with fused.disable_adapter():
+            assert torch.equal(fused(input_ids=ids).logits, base(input_ids=ids).logits)
+        adapted = fused(input_ids=ids).logits
+        assert not torch.allclose(adapted, base(input_ids=ids).logits)
+        fused.merge_adapter()
+        assert torch.allclose(fused(input_ids=ids).logits, adapted, atol=1e-5)
+    assert fuse_lora_linears(_peft(_tiny_llama(), dropout=0.1)) == 0
+
+
+def test_fused_lora_compiles_without_graph_breaks():
+    import torch._dynamo.utils as dynamo_utils
+
+    from seektune.training.speed import compile_layers
+
+    plain = _peft(_tiny_llama()).train()
+    fused = copy.deepcopy(plain)
+    fuse_lora_linears(fused)
+    assert compile_layers(fused) == 3
+    dynamo_utils.counters.clear()
+    grads = [_train_step(plain), _train_step(fused)]
+    assert not dynamo_utils.counters["graph_break"]
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-6), name
+
+
+def test_train_run_with_offload_and_fused_lora_follows_the_plain_run(tmp_path):
+    """The switches through seektune.train on the embedded model: same losses step for step."""
+    runs = {}
+    for fast in (False, True):
+        runs[fast] = seektune.train({
+            "data": {"datasets": [{"path": str(shared("identity/identity.json")), "max_records": 16}],
+                     "max_length": 64, "holdout_prompts": 0},
+            "lora": {"dropout": 0.0},
+            "train": {"max_steps": 3, "per_device_batch_size": 4, "gradient_checkpointing": True,
+                      "offload_checkpoints": fast, "fused_lora": fast, "save_steps": 100},
+            "output": str(tmp_path / f"fast-{fast}"),
+        })
+    assert runs[True].info["fast_path"]["fused_lora"] is True
+    assert runs[False].info["fast_path"]["fused_lora"] is False
+    for a, b in zip(runs[False].step_metrics, runs[True].step_metrics, strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
