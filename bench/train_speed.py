@@ -293,8 +293,10 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         # "seektune" = every switch on auto (packing, varlen FlashAttention, compiled layers, fused loss); the
         # variants take one switch away or add Liger's full set, to show what each is worth.
         variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True),
-                   "seektune-nofl": dict(fused_loss=False), "seektune-nofused": dict(fused_lora=False)}
-        fast = decide(TrainSection(**variant.get(tool, {})), model.config, device)
+                   "seektune-nofl": dict(fused_loss=False), "seektune-nofused": dict(fused_lora=False),
+                   "seektune-nooffload": dict(offload_checkpoints=False)}
+        fast = decide(TrainSection(gradient_checkpointing=ckpt, **variant.get(tool.removesuffix("-4bit"), {})),
+                      model.config, device)
         prepare_model_for_fast_path(model, fast)
         print(f"seektune fast path: {fast.describe()} {fast.notes}", file=sys.stderr)
         packed = fast.packing
@@ -307,7 +309,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
     elif ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-        if "offload" in tool:
+        if tool.startswith("seektune") and fast.offload_checkpoints:
             from seektune.training.offload import offload_layer_inputs
 
             assert offload_layer_inputs(model)

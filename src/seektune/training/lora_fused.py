@@ -8,8 +8,8 @@ matmul's epilogue (`addmm_`) in the activations' dtype, and the backward pass ac
 way. The arithmetic is PEFT's; only where the sums happen changes (and the low-rank products run in bf16 with fp32
 accumulation, as under autocast).
 
-Only plain LoRA on an nn.Linear base is fused; anything else (dropout, DoRA, several active adapters, merged or
-disabled adapters, quantized bases) keeps PEFT's own forward, checked on every call.
+Only plain LoRA on an nn.Linear or bitsandbytes 4-bit base is fused; anything else (dropout, DoRA, several active
+adapters, merged or disabled adapters, 8-bit bases) keeps PEFT's own forward, checked on every call.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import torch
 
 class _LoraLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float):
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, dequantize=None):
+        # A 4-bit base passes `dequantize` instead of a weight: the bf16 weight exists only during each product, and
+        # the backward pass dequantizes again (as bitsandbytes' own matmul does), so it is never kept.
+        if dequantize is not None:
+            weight = dequantize()
         # One compute dtype for every product: autocast's if it is on (it would cast each matmul anyway), else x's.
         kind = x.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
@@ -29,7 +33,8 @@ class _LoraLinearFn(torch.autograd.Function):
             xa = flat @ a.t()  # (tokens, r): tiny, kept for lora_B's gradient
             out = flat @ w.t() if bias is None else torch.addmm(bias.to(dtype), flat, w.t())
             out.addmm_(xa, b.t(), alpha=scaling)
-        ctx.save_for_backward(flat, w, a, b, xa)
+        ctx.save_for_backward(flat, None if dequantize is not None else w, a, b, xa)
+        ctx.dequantize = dequantize
         ctx.scaling = scaling
         ctx.dtypes = (x.dtype, bias.dtype if bias is not None else None, lora_a.dtype, lora_b.dtype)
         ctx.x_shape = x.shape
@@ -38,6 +43,8 @@ class _LoraLinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         flat, w, a, b, xa = ctx.saved_tensors
+        if ctx.dequantize is not None:
+            w = ctx.dequantize().to(flat.dtype)
         s = ctx.scaling
         x_dtype, bias_dtype, a_dtype, b_dtype = ctx.dtypes
         g = grad_out.reshape(-1, grad_out.shape[-1]).to(flat.dtype)
@@ -53,13 +60,18 @@ class _LoraLinearFn(torch.autograd.Function):
             grad_a = (gb.t() @ flat).mul_(s).to(a_dtype)
         if ctx.needs_input_grad[4]:
             grad_b = (g.t() @ xa).mul_(s).to(b_dtype)
-        return grad_x, None, grad_bias, grad_a, grad_b, None
+        return grad_x, None, grad_bias, grad_a, grad_b, None, None
+
+
+def _is_4bit(base) -> bool:
+    return type(base).__name__ == "Linear4bit" and hasattr(base.weight, "quant_state")
 
 
 def _fusable(layer) -> bool:
-    """Plain LoRA (no dropout, no variant, no bias on the adapter) on a plain nn.Linear, one adapter."""
+    """Plain LoRA (no dropout, no variant, no bias on the adapter) on a plain nn.Linear or a bitsandbytes 4-bit
+    Linear, one adapter."""
     base = layer.get_base_layer()
-    if type(base) is not torch.nn.Linear or getattr(layer, "fan_in_fan_out", False):
+    if not (type(base) is torch.nn.Linear or _is_4bit(base)) or getattr(layer, "fan_in_fan_out", False):
         return False
     names = list(layer.lora_A.keys())
     if len(names) != 1:
@@ -71,11 +83,11 @@ def _fusable(layer) -> bool:
 
 def fuse_lora_linears(model) -> int:
     """Give every fusable PEFT LoRA Linear the one-node forward. Returns how many layers changed."""
-    from peft.tuners.lora.layer import Linear as LoraLinear
+    from peft.tuners.lora.layer import LoraLayer
 
     count = 0
     for module in model.modules():
-        if isinstance(module, LoraLinear) and _fusable(module):
+        if isinstance(module, LoraLayer) and hasattr(module, "lora_A") and _fusable(module):
             module.forward = _fused_forward(module)
             count += 1
     return count
@@ -85,12 +97,19 @@ def _fused_forward(layer):
     peft_forward = layer.forward  # the bound PEFT method: every case this file does not fuse
     name = next(iter(layer.lora_A.keys()))
     base = layer.get_base_layer()
+    dequantize = None
+    if _is_4bit(base):
+        from bitsandbytes.functional import dequantize_4bit
+
+        def dequantize():
+            return dequantize_4bit(base.weight.data, base.weight.quant_state)
 
     def forward(x, *args, **kwargs):
         if (args or kwargs or layer.disable_adapters or layer.merged or layer.active_adapters != [name]
                 or not torch.is_floating_point(x)):
             return peft_forward(x, *args, **kwargs)
-        return _LoraLinearFn.apply(x, base.weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
-                                   layer.scaling[name])
+        weight = None if dequantize is not None else base.weight
+        return _LoraLinearFn.apply(x, weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
+                                   layer.scaling[name], dequantize)
 
     return forward

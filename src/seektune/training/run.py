@@ -117,7 +117,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-        if cfg.train.offload_checkpoints and offload_layer_inputs(model):
+        if fast.offload_checkpoints and offload_layer_inputs(model):
             console.print("[dim]checkpointed layer inputs are kept in CPU memory[/dim]")
     from seektune.training import moe
 

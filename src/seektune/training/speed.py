@@ -2,7 +2,7 @@
 linear+cross-entropy loss, Liger's fused kernels.
 
 Each switch is decided once, from `train.packing`, `train.attention`, `train.compile`, `train.fused_loss` and
-`train.liger`, `train.fused_lora` ("auto" = on where it is correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes
+`train.liger`, `train.fused_lora`, `train.offload_checkpoints` ("auto" = on where it is correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes
 the loss: packed rows carry the same tokens and the same supervised labels as padded batches, and
 the position ids restart at every sample so no sample attends to another (transformers turns
 restarting position ids into a block-diagonal mask for sdpa/eager; the varlen kernel below gets the
@@ -32,6 +32,7 @@ class FastPath:
     compile: bool = False
     fused_loss: bool = False
     fused_lora: bool = False
+    offload_checkpoints: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +49,8 @@ class FastPath:
             parts.append("fused linear+cross-entropy")
         if self.fused_lora:
             parts.append("one-node LoRA linears")
+        if self.offload_checkpoints:
+            parts.append("checkpointed layer inputs in CPU memory")
         return ", ".join(parts)
 
 
@@ -103,8 +106,10 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
     compile_ = on_gpu if train_cfg.compile == "auto" else train_cfg.compile
     fused_loss = _decide_fused_loss(train_cfg.fused_loss, liger, on_gpu, model_config, notes)
     fused_lora = on_gpu if train_cfg.fused_lora == "auto" else train_cfg.fused_lora
+    offload = train_cfg.offload_checkpoints
+    offload = bool(train_cfg.gradient_checkpointing and (on_gpu if offload == "auto" else offload))
     return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
-                    fused_loss=fused_loss, fused_lora=fused_lora)
+                    fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload)
 
 
 def _decide_fused_loss(asked, liger: bool, on_gpu: bool, model_config, notes: list[str]) -> bool:
