@@ -119,6 +119,16 @@ def test_auto_switches(smol_dir):
         decide(TrainSection(packing=False, attention=VARLEN), cfg, "cuda")
     with pytest.raises(ValueError, match="CUDA"):
         decide(TrainSection(packing=True, attention=VARLEN), cfg, "cpu")
+    # One-node LoRA and offloaded checkpoints: on a GPU by default, offload only with checkpointing, not for MoE.
+    assert (cpu.fused_lora, cpu.offload_checkpoints) == (False, False)
+    assert (gpu.fused_lora, gpu.offload_checkpoints) == (True, False)
+    assert decide(TrainSection(gradient_checkpointing=True), cfg, "cuda").offload_checkpoints is True
+    assert decide(TrainSection(gradient_checkpointing=True), cfg, "cpu").offload_checkpoints is False
+    moe_cfg = AutoConfig.for_model("deepseek_v2", n_routed_experts=8, num_hidden_layers=2, hidden_size=64)
+    moe = decide(TrainSection(gradient_checkpointing=True), moe_cfg, "cuda")
+    assert moe.offload_checkpoints is False and any("MoE" in n for n in moe.notes)
+    assert decide(TrainSection(gradient_checkpointing=True, offload_checkpoints=True), moe_cfg,
+                  "cuda").offload_checkpoints is True
 
 
 def test_fused_loss_switch(smol_dir):

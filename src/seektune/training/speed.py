@@ -107,7 +107,14 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
     fused_loss = _decide_fused_loss(train_cfg.fused_loss, liger, on_gpu, model_config, notes)
     fused_lora = on_gpu if train_cfg.fused_lora == "auto" else train_cfg.fused_lora
     offload = train_cfg.offload_checkpoints
-    offload = bool(train_cfg.gradient_checkpointing and (on_gpu if offload == "auto" else offload))
+    if offload == "auto":
+        # Measured free on dense shapes (bench/RESULTS.md, session 4); the one MoE run with it (V2-Lite) was slower
+        # than the run before without it, so MoE stays on torch's checkpointing until that is measured apart.
+        offload = on_gpu and not _has_routed_experts(model_config)
+        if offload is False and on_gpu and train_cfg.gradient_checkpointing:
+            notes.append("checkpointed layer inputs stay on the GPU for MoE models (train.offload_checkpoints=true "
+                         "moves them to CPU memory)")
+    offload = bool(train_cfg.gradient_checkpointing and offload)
     return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
                     fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload)
 
@@ -134,6 +141,10 @@ def _decide_fused_loss(asked, liger: bool, on_gpu: bool, model_config, notes: li
     if asked and not _liger_supports(model_type):
         raise ValueError(f"train.fused_loss=true: liger-kernel has no fused loss for model type {model_type!r}")
     return bool(asked)
+
+
+def _has_routed_experts(cfg) -> bool:
+    return any(getattr(cfg, k, None) for k in ("n_routed_experts", "num_experts", "num_local_experts"))
 
 
 def _varlen_head_dims_ok(cfg) -> bool:
