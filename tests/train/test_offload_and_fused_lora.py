@@ -142,6 +142,13 @@ def test_fused_lora_steps_aside_where_peft_must_run():
         fused.merge_adapter()
         assert torch.allclose(fused(input_ids=ids).logits, adapted, atol=1e-5)
     assert fuse_lora_linears(_peft(_tiny_llama(), dropout=0.1)) == 0
+    # Fusing twice changes nothing, and a base weight that trains takes PEFT's path (the node has no grad for it).
+    assert fuse_lora_linears(fused) == 21
+    q_proj = fused.base_model.model.model.layers[0].self_attn.q_proj
+    q_proj.base_layer.weight.requires_grad_(True)
+    fused.unmerge_adapter()
+    fused.train()(input_ids=ids).logits.sum().backward()
+    assert q_proj.base_layer.weight.grad is not None
 
 
 def test_fused_lora_compiles_without_graph_breaks():

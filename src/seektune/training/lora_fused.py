@@ -94,22 +94,25 @@ def fuse_lora_linears(model) -> int:
 
 
 def _fused_forward(layer):
-    peft_forward = layer.forward  # the bound PEFT method: every case this file does not fuse
+    peft_forward = type(layer).forward.__get__(layer)  # PEFT's own: every case this file does not fuse
     name = next(iter(layer.lora_A.keys()))
     base = layer.get_base_layer()
-    dequantize = None
-    if _is_4bit(base):
-        from bitsandbytes.functional import dequantize_4bit
-
-        def dequantize():
-            return dequantize_4bit(base.weight.data, base.weight.quant_state)
+    dequantize = _dequantizer(base)
 
     def forward(x, *args, **kwargs):
         if (args or kwargs or layer.disable_adapters or layer.merged or layer.active_adapters != [name]
-                or not torch.is_floating_point(x)):
+                or base.weight.requires_grad or not torch.is_floating_point(x)):
             return peft_forward(x, *args, **kwargs)
         weight = None if dequantize is not None else base.weight
         return _LoraLinearFn.apply(x, weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
                                    layer.scaling[name], dequantize)
 
     return forward
+
+
+def _dequantizer(base):
+    if not _is_4bit(base):
+        return None
+    from bitsandbytes.functional import dequantize_4bit
+
+    return lambda: dequantize_4bit(base.weight.data, base.weight.quant_state)
