@@ -123,6 +123,33 @@ def test_memory_estimate_counts_quantized_weights(tiny_llama):
     assert (four.activations, four.logits) == (full.activations, full.logits)
 
 
+def test_memory_estimate_follows_the_speed_switches(tiny_llama):
+    """The fused loss never holds the vocabulary-wide logits; offloaded checkpoints move the layer inputs to pinned
+    CPU memory, which the estimate then counts against RAM."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    from seektune.config import RunConfig
+    from seektune.training.preflight import estimate_memory
+    from seektune.training.speed import decide
+
+    cfg = AutoConfig.from_pretrained(tiny_llama)
+    run = RunConfig.model_validate({"train": {"gradient_checkpointing": True, "per_device_batch_size": 4}})
+    plain = estimate_memory(run, cfg, 1_000_000, 1000, 512)
+    gpu = decide(run.train, cfg, "cuda")  # what a GPU would run: offload on (and fused loss where Liger is installed)
+    assert gpu.offload_checkpoints
+    fast = estimate_memory(run, cfg, 1_000_000, 1000, 512, gpu)
+    layers, tokens, width = cfg.num_hidden_layers, 4 * 512, cfg.hidden_size * 4  # fp32 on CPU
+    assert fast.host == tokens * layers * width
+    assert plain.activations - fast.activations == tokens * (layers - 2) * width
+    assert "pinned CPU memory" in fast.line() and "pinned" not in plain.line()
+    unfused = dataclasses.replace(gpu, fused_loss=False)
+    assert estimate_memory(run, cfg, 1_000_000, 1000, 512, unfused).logits == plain.logits
+    fused = estimate_memory(run, cfg, 1_000_000, 1000, 512, dataclasses.replace(gpu, fused_loss=True))
+    assert fused.logits == tokens * (cfg.hidden_size * 8 + width) < plain.logits / 10
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_only_speed_switches_are_refused_before_loading(tmp_path, weightless_model, good_data, capsys):
     for setting, says in (("train.fused_loss=true", "train.fused_loss=true needs a CUDA GPU and liger-kernel"),

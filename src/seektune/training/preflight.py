@@ -44,6 +44,8 @@ class MemoryEstimate:
     logits: int
     available: Optional[int]
     where: str
+    host: int = 0  # pinned CPU memory for offloaded checkpoints (train.offload_checkpoints)
+    ram: Optional[int] = None
 
     @property
     def total(self) -> int:
@@ -51,9 +53,10 @@ class MemoryEstimate:
 
     def line(self) -> str:
         avail = f" of {_gib(self.available)} {self.where}" if self.available else ""
+        host = f"; plus {_gib(self.host)} of pinned CPU memory for the checkpointed layer inputs" if self.host else ""
         return (
             f"estimated memory: {_gib(self.total)}{avail} (weights {_gib(self.weights)}, LoRA + optimizer "
-            f"{_gib(self.trainable_state)}, activations {_gib(self.activations)}, logits {_gib(self.logits)})"
+            f"{_gib(self.trainable_state)}, activations {_gib(self.activations)}, logits {_gib(self.logits)}){host}"
         )
 
 
@@ -88,10 +91,15 @@ def preflight(cfg: RunConfig, source, tokenizer, output=None) -> Preflight:
     model_config = _check_targets(cfg, source, pf)
     if model_config is not None:
         _check_speed_switches(cfg, model_config, pf)
-        pf.memory = estimate_memory(cfg, model_config, pf.total_params or 0, pf.trainable or 0, _longest(pf.data, cfg))
+        pf.memory = estimate_memory(cfg, model_config, pf.total_params or 0, pf.trainable or 0, _longest(pf.data, cfg),
+                                    pf.fast_path)
         pf.summary.append(pf.memory.line())
         if pf.memory.available and pf.memory.total > pf.memory.available:
             pf.problems.append(f"{pf.memory.line()}: more than there is. {oom_advice(cfg)}")
+        if pf.memory.host and pf.memory.ram and pf.memory.host > pf.memory.ram:
+            pf.problems.append(f"{pf.memory.line()}: the offloaded layer inputs need more than the "
+                               f"{_gib(pf.memory.ram)} of RAM; set train.offload_checkpoints=false, or lower "
+                               f"train.per_device_batch_size or data.max_length")
     return pf
 
 
@@ -217,8 +225,10 @@ def _longest(data: Optional[PreparedData], cfg: RunConfig) -> int:
     return cfg.data.max_length
 
 
-def estimate_memory(cfg: RunConfig, model_config, total_params: int, trainable: int, seq: int) -> MemoryEstimate:
-    """A rough upper estimate: enough to say "this cannot fit" before loading anything."""
+def estimate_memory(cfg: RunConfig, model_config, total_params: int, trainable: int, seq: int,
+                    fast: Optional[FastPath] = None) -> MemoryEstimate:
+    """A rough upper estimate: enough to say "this cannot fit" before loading anything. `fast`: the speed switches
+    preflight decided (the fused loss and offloaded checkpoints change where memory goes)."""
     from seektune.models.load import pick_precision
 
     b = BYTES[pick_precision(cfg.train.precision)]
@@ -231,7 +241,16 @@ def estimate_memory(cfg: RunConfig, model_config, total_params: int, trainable: 
     # (Korthikanti et al. 2022, without attention recomputation); checkpointing keeps only the layer input.
     per_layer = (34 * hidden * b // 2) if not cfg.train.gradient_checkpointing else (hidden * b + 34 * hidden * b // 2 // max(layers, 1))
     activations = tokens * layers * per_layer
+    host = 0
+    if fast is not None and fast.offload_checkpoints:
+        # The layer inputs wait in pinned CPU memory; two are on the GPU (the one in use, the one prefetched).
+        host = tokens * layers * hidden * b
+        activations -= tokens * max(layers - 2, 0) * hidden * b
     logits = tokens * vocab * 4 * 3  # fp32 logits, their softmax and their gradient
+    if fast is not None and (fast.fused_loss or fast.liger):
+        # Liger's fused loss works in chunks of ~tokens*hidden/vocab rows: fp32 chunk logits and their gradient,
+        # plus the input gradient it keeps.
+        logits = tokens * hidden * (8 + b)
     # bitsandbytes: NF4 with double quantization is ~0.53 bytes per weight, int8 ~1 (embeddings stay at b).
     weights = int(total_params * {None: b, "4bit": 0.6, "8bit": 1.1}[cfg.model.load_in])
     trainable_state = trainable * 16  # fp32 weight + gradient + two AdamW moments
@@ -239,7 +258,7 @@ def estimate_memory(cfg: RunConfig, model_config, total_params: int, trainable: 
         available, where = torch.cuda.get_device_properties(0).total_memory, f"on {torch.cuda.get_device_name(0)}"
     else:
         available, where = _ram(), "of RAM"
-    return MemoryEstimate(weights, trainable_state, activations, logits, available, where)
+    return MemoryEstimate(weights, trainable_state, activations, logits, available, where, host, _ram())
 
 
 def _ram() -> Optional[int]:
