@@ -321,9 +321,9 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
 
         model = attach_lora(model, LoraSection(r=16, alpha=32, dropout=0.0, targets=targets))
         if fast.fused_lora:
-            from seektune.training.lora_fused import fuse_lora_linears
+            from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
 
-            print(f"{fuse_lora_linears(model)} LoRA linears fused", file=sys.stderr)
+            print(f"{fuse_lora_linears(model)} LoRA linears fused, {fuse_lora_mlps(model)} MLPs", file=sys.stderr)
         if fast.compile:
             from seektune.training.speed import compile_layers
 

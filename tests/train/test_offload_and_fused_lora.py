@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import seektune
-from seektune.training.lora_fused import fuse_lora_linears
+from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
 from seektune.training.offload import HostLedger, compile_offloaded, offload_layer_inputs
 from tests.conftest import shared
 
@@ -128,10 +128,58 @@ def test_fused_lora_matches_peft(dtype, tol):
         assert err < tol, (name, err)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 6e-2)])
+def test_fused_mlp_matches_peft_and_keeps_two_intermediates(dtype, tol):
+    """The SwiGLU node: PEFT's outputs and gradients, with the (tokens x intermediate) tensors kept for the backward
+    pass down from four (gate, silu(gate), up, their product) to two."""
+    plain = _peft(_tiny_llama().to(dtype)).train()
+    fused = copy.deepcopy(plain)
+    fuse_lora_linears(fused)
+    assert fuse_lora_mlps(fused) == 3
+    ids = _ids()
+    kept = []
+    for model in (plain, fused):
+        wide = []
+
+        def keep(t):  # activations as wide as the MLP (48 tokens x intermediate 64), not weights
+            if t.dim() >= 2 and t.shape[-1] == 64 and t.numel() >= 48 * 64:
+                wide.append(t.untyped_storage().data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        kept.append(len(set(wide)))
+    assert kept == [4 * 3, 2 * 3]  # per layer: gate and up outputs; PEFT also silu(gate) and the product
+    grads = [_grads(plain), _grads(fused)]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 42
+    for name, g in grads[0].items():
+        err = (g.float() - grads[1][name].float()).abs().max() / g.float().abs().max()
+        assert err < tol, (name, err)
+
+
+def test_fused_mlp_compiles_without_graph_breaks():
+    import torch._dynamo.utils as dynamo_utils
+
+    from seektune.training.speed import compile_layers
+
+    plain = _peft(_tiny_llama()).train()
+    fused = copy.deepcopy(plain)
+    fuse_lora_linears(fused)
+    fuse_lora_mlps(fused)
+    compile_layers(fused)
+    dynamo_utils.counters.clear()
+    grads = [_train_step(plain), _train_step(fused)]
+    assert not dynamo_utils.counters["graph_break"]
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-6), name
+
+
 def test_fused_lora_steps_aside_where_peft_must_run():
     """Disabled or merged adapters and LoRA dropout go through PEFT's own forward."""
     fused = _peft(_tiny_llama()).eval()
     fuse_lora_linears(fused)
+    fuse_lora_mlps(fused)
     base = _tiny_llama().eval()
     ids = _ids()
     with torch.no_grad():

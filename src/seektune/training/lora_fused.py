@@ -17,50 +17,109 @@ from __future__ import annotations
 import torch
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """One dtype for every product: autocast's if it is on (it would cast each matmul anyway), else x's."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def _lora_product(flat, w, a, b, scaling: float, bias=None):
+    """flat @ w.T (+ bias) + scaling * (flat @ a.T) @ b.T, the update added in the matmul's epilogue.
+    Returns (out, flat @ a.T); the latter is (tokens, r), kept for lora_B's gradient."""
+    xa = flat @ a.t()
+    out = flat @ w.t() if bias is None else torch.addmm(bias.to(flat.dtype), flat, w.t())
+    out.addmm_(xa, b.t(), alpha=scaling)
+    return out, xa
+
+
+def _lora_product_backward(g, flat, w, a, b, xa, scaling: float, grad_x=None, need_x: bool = True):
+    """Gradients of _lora_product for grad_out `g`: (grad_x, grad_a, grad_b). The input gradient is accumulated
+    into `grad_x` when one is given (the MLP's gate and up projections share their input)."""
+    gb = g @ b  # (tokens, r)
+    if need_x:
+        if grad_x is None:
+            grad_x = g @ w
+        else:
+            grad_x.addmm_(g, w)
+        grad_x.addmm_(gb, a, alpha=scaling)
+    grad_a = (gb.t() @ flat).mul_(scaling)
+    grad_b = (g.t() @ xa).mul_(scaling)
+    return grad_x, grad_a, grad_b
+
+
 class _LoraLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, dequantize=None):
-        # A 4-bit base passes `dequantize` instead of a weight: the bf16 weight exists only during each product, and
-        # the backward pass dequantizes again (as bitsandbytes' own matmul does), so it is never kept.
-        if dequantize is not None:
-            weight = dequantize()
-        # One compute dtype for every product: autocast's if it is on (it would cast each matmul anyway), else x's.
-        kind = x.device.type
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-        with torch.autocast(kind, enabled=False):
+    def forward(ctx, x, weight_of, bias, lora_a, lora_b, scaling: float):
+        # `weight_of()` gives the frozen weight: the parameter itself, or for a 4-bit base its dequantized bf16 copy,
+        # which then exists only during each product (the backward pass dequantizes again, as bitsandbytes' own
+        # matmul does).
+        dtype = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
             flat = x.reshape(-1, x.shape[-1]).to(dtype)
-            w, a, b = weight.to(dtype), lora_a.to(dtype), lora_b.to(dtype)
-            xa = flat @ a.t()  # (tokens, r): tiny, kept for lora_B's gradient
-            out = flat @ w.t() if bias is None else torch.addmm(bias.to(dtype), flat, w.t())
-            out.addmm_(xa, b.t(), alpha=scaling)
-        ctx.save_for_backward(flat, None if dequantize is not None else w, a, b, xa)
-        ctx.dequantize = dequantize
-        ctx.scaling = scaling
+            a, b = lora_a.to(dtype), lora_b.to(dtype)
+            out, xa = _lora_product(flat, weight_of().to(dtype), a, b, scaling, bias)
+        ctx.save_for_backward(flat, a, b, xa)
+        ctx.weight_of, ctx.scaling = weight_of, scaling
         ctx.dtypes = (x.dtype, bias.dtype if bias is not None else None, lora_a.dtype, lora_b.dtype)
         ctx.x_shape = x.shape
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):
-        flat, w, a, b, xa = ctx.saved_tensors
-        if ctx.dequantize is not None:
-            w = ctx.dequantize().to(flat.dtype)
-        s = ctx.scaling
+        flat, a, b, xa = ctx.saved_tensors
         x_dtype, bias_dtype, a_dtype, b_dtype = ctx.dtypes
         g = grad_out.reshape(-1, grad_out.shape[-1]).to(flat.dtype)
-        gb = g @ b  # (tokens, r)
-        grad_x = grad_a = grad_b = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = g @ w
-            grad_x.addmm_(gb, a, alpha=s)
+        grad_x, grad_a, grad_b = _lora_product_backward(g, flat, ctx.weight_of().to(flat.dtype), a, b, xa,
+                                                        ctx.scaling, need_x=ctx.needs_input_grad[0])
+        if grad_x is not None:
             grad_x = grad_x.view(ctx.x_shape).to(x_dtype)
-        if ctx.needs_input_grad[2]:
-            grad_bias = g.sum(0).to(bias_dtype)
-        if ctx.needs_input_grad[3]:
-            grad_a = (gb.t() @ flat).mul_(s).to(a_dtype)
-        if ctx.needs_input_grad[4]:
-            grad_b = (g.t() @ xa).mul_(s).to(b_dtype)
-        return grad_x, None, grad_bias, grad_a, grad_b, None, None
+        grad_bias = g.sum(0).to(bias_dtype) if ctx.needs_input_grad[2] else None
+        return grad_x, None, grad_bias, grad_a.to(a_dtype), grad_b.to(b_dtype), None
+
+
+class _LoraSwiGLUFn(torch.autograd.Function):
+    """down(silu(gate(x)) * up(x)) with LoRA on all three, as one node that keeps x and the gate and up outputs but
+    not their product: the backward pass recomputes silu(gate) * up (one element-wise pass) instead of holding a third
+    (tokens x intermediate) tensor per layer, as Unsloth's fused MLP does."""
+
+    @staticmethod
+    def forward(ctx, x, weights_of, scalings, a_g, b_g, a_u, b_u, a_d, b_d):
+        dtype = _compute_dtype(x)
+        s_g, s_u, s_d = scalings
+        w_g, w_u, w_d = weights_of
+        with torch.autocast(x.device.type, enabled=False):
+            flat = x.reshape(-1, x.shape[-1]).to(dtype)
+            lora = [t.to(dtype) for t in (a_g, b_g, a_u, b_u, a_d, b_d)]
+            e, xa_g = _lora_product(flat, w_g().to(dtype), lora[0], lora[1], s_g)
+            g, xa_u = _lora_product(flat, w_u().to(dtype), lora[2], lora[3], s_u)
+            h = torch.nn.functional.silu(e) * g
+            out, ha_d = _lora_product(h, w_d().to(dtype), lora[4], lora[5], s_d)
+        ctx.save_for_backward(flat, e, g, xa_g, xa_u, ha_d, *lora)
+        ctx.weights_of, ctx.scalings = weights_of, scalings
+        ctx.dtypes = (x.dtype, a_g.dtype, b_g.dtype)
+        ctx.x_shape = x.shape
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        flat, e, g, xa_g, xa_u, ha_d, a_g, b_g, a_u, b_u, a_d, b_d = ctx.saved_tensors
+        s_g, s_u, s_d = ctx.scalings
+        w_g, w_u, w_d = (w().to(flat.dtype) for w in ctx.weights_of)
+        x_dtype, a_dtype, b_dtype = ctx.dtypes
+        go = grad_out.reshape(-1, grad_out.shape[-1]).to(flat.dtype)
+        sig = torch.sigmoid(e)
+        silu = e * sig
+        h = silu * g  # recomputed, not kept
+        dh, ga_d, gb_d = _lora_product_backward(go, h, w_d, a_d, b_d, ha_d, s_d)
+        dg = dh * silu
+        de = dh * g * sig * (1 + e * (1 - sig))
+        need_x = ctx.needs_input_grad[0]
+        grad_x, ga_g, gb_g = _lora_product_backward(de, flat, w_g, a_g, b_g, xa_g, s_g, need_x=need_x)
+        grad_x, ga_u, gb_u = _lora_product_backward(dg, flat, w_u, a_u, b_u, xa_u, s_u, grad_x, need_x=need_x)
+        if grad_x is not None:
+            grad_x = grad_x.view(ctx.x_shape).to(x_dtype)
+        grads = [t.to(dt) for t, dt in zip((ga_g, gb_g, ga_u, gb_u, ga_d, gb_d), (a_dtype, b_dtype) * 3)]
+        return (grad_x, None, None, *grads)
 
 
 def _is_4bit(base) -> bool:
@@ -93,26 +152,75 @@ def fuse_lora_linears(model) -> int:
     return count
 
 
+def fuse_lora_mlps(model) -> int:
+    """Give every SwiGLU MLP whose gate, up and down projections are fusable LoRA linears the one-node forward
+    (after fuse_lora_linears, whose per-linear nodes remain its fallback). Returns how many MLPs changed."""
+    count = 0
+    for module in model.modules():
+        projections = [getattr(module, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+        if (all(getattr(p, "lora_A", None) is not None and _fusable(p) for p in projections)
+                and all(p.get_base_layer().bias is None for p in projections)
+                and _is_silu(getattr(module, "act_fn", None)) and _is_plain_swiglu(type(module))):
+            module.forward = _fused_mlp_forward(module, projections)
+            count += 1
+    return count
+
+
+def _is_silu(act) -> bool:
+    return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"  # transformers' own, 5.2x
+
+
+def _is_plain_swiglu(cls) -> bool:
+    """The MLP's own forward is exactly down(act(gate(x)) * up(x)) (Llama, Qwen2, DeepSeek dense and shared experts)."""
+    import inspect
+
+    try:
+        body = "".join(inspect.getsource(cls.forward).split())
+    except (OSError, TypeError):
+        return False
+    return "self.down_proj(self.act_fn(self.gate_proj(x))*self.up_proj(x))" in body
+
+
+def _ready(layer, name: str) -> bool:
+    """Whether the node computes what PEFT would: adapter on, not merged, the only active one, base frozen."""
+    return not (layer.disable_adapters or layer.merged or layer.active_adapters != [name]
+                or layer.get_base_layer().weight.requires_grad)
+
+
 def _fused_forward(layer):
     peft_forward = type(layer).forward.__get__(layer)  # PEFT's own: every case this file does not fuse
     name = next(iter(layer.lora_A.keys()))
     base = layer.get_base_layer()
-    dequantize = _dequantizer(base)
+    weight_of = _weight_of(base)
 
     def forward(x, *args, **kwargs):
-        if (args or kwargs or layer.disable_adapters or layer.merged or layer.active_adapters != [name]
-                or base.weight.requires_grad or not torch.is_floating_point(x)):
+        if args or kwargs or not torch.is_floating_point(x) or not _ready(layer, name):
             return peft_forward(x, *args, **kwargs)
-        weight = None if dequantize is not None else base.weight
-        return _LoraLinearFn.apply(x, weight, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
-                                   layer.scaling[name], dequantize)
+        return _LoraLinearFn.apply(x, weight_of, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
+                                   layer.scaling[name])
 
     return forward
 
 
-def _dequantizer(base):
+def _fused_mlp_forward(mlp, projections):
+    class_forward = type(mlp).forward.__get__(mlp)  # through the per-linear nodes
+    names = [next(iter(p.lora_A.keys())) for p in projections]
+    weights_of = tuple(_weight_of(p.get_base_layer()) for p in projections)
+
+    def forward(x, *args, **kwargs):
+        if args or kwargs or not all(_ready(p, n) for p, n in zip(projections, names)):
+            return class_forward(x, *args, **kwargs)
+        lora = [t for p, n in zip(projections, names) for t in (p.lora_A[n].weight, p.lora_B[n].weight)]
+        scalings = tuple(p.scaling[n] for p, n in zip(projections, names))
+        return _LoraSwiGLUFn.apply(x, weights_of, scalings, *lora)
+
+    return forward
+
+
+def _weight_of(base):
+    """The frozen weight as the products need it: the parameter, or a 4-bit base dequantized on each call."""
     if not _is_4bit(base):
-        return None
+        return lambda: base.weight
     from bitsandbytes.functional import dequantize_4bit
 
     return lambda: dequantize_4bit(base.weight.data, base.weight.quant_state)

@@ -27,7 +27,7 @@ from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSi
 from seektune.models.vl import make_collator
 from seektune.training.collate import SampleDataset
 from seektune.training.guards import out_of_memory_error
-from seektune.training.lora_fused import fuse_lora_linears
+from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
 from seektune.training.offload import offload_layer_inputs
 from seektune.training.paths import check_output_path
 from seektune.training.preflight import preflight
@@ -128,7 +128,8 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     set_seed(cfg.train.seed)  # LoRA's A matrices are drawn now: the same seed must give the same start
     model = attach_lora(model, cfg.lora, expert_choice)
     if fast.fused_lora:
-        console.print(f"[dim]{fuse_lora_linears(model)} LoRA linears run as one autograd node[/dim]")
+        linears, mlps = fuse_lora_linears(model), fuse_lora_mlps(model)
+        console.print(f"[dim]{linears} LoRA linears run as one autograd node each, {mlps} SwiGLU MLPs as one[/dim]")
     if fast.compile:
         console.print(f"[dim]compiling {compile_layers(model)} decoder layers (first steps are slow)[/dim]")
     trainable, total = trainable_summary(model)
