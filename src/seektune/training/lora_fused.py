@@ -104,18 +104,19 @@ class _LoraSwiGLUFn(torch.autograd.Function):
     def backward(ctx, grad_out):
         flat, e, g, xa_g, xa_u, ha_d, a_g, b_g, a_u, b_u, a_d, b_d = ctx.saved_tensors
         s_g, s_u, s_d = ctx.scalings
-        w_g, w_u, w_d = (w().to(flat.dtype) for w in ctx.weights_of)
+        # Each weight is fetched right before its product: a 4-bit base then holds one dequantized weight at a time.
+        w_g, w_u, w_d = (lambda w=w: w().to(flat.dtype) for w in ctx.weights_of)
         x_dtype, a_dtype, b_dtype = ctx.dtypes
         go = grad_out.reshape(-1, grad_out.shape[-1]).to(flat.dtype)
         sig = torch.sigmoid(e)
         silu = e * sig
         h = silu * g  # recomputed, not kept
-        dh, ga_d, gb_d = _lora_product_backward(go, h, w_d, a_d, b_d, ha_d, s_d)
+        dh, ga_d, gb_d = _lora_product_backward(go, h, w_d(), a_d, b_d, ha_d, s_d)
         dg = dh * silu
         de = dh * g * sig * (1 + e * (1 - sig))
         need_x = ctx.needs_input_grad[0]
-        grad_x, ga_g, gb_g = _lora_product_backward(de, flat, w_g, a_g, b_g, xa_g, s_g, need_x=need_x)
-        grad_x, ga_u, gb_u = _lora_product_backward(dg, flat, w_u, a_u, b_u, xa_u, s_u, grad_x, need_x=need_x)
+        grad_x, ga_g, gb_g = _lora_product_backward(de, flat, w_g(), a_g, b_g, xa_g, s_g, need_x=need_x)
+        grad_x, ga_u, gb_u = _lora_product_backward(dg, flat, w_u(), a_u, b_u, xa_u, s_u, grad_x, need_x=need_x)
         if grad_x is not None:
             grad_x = grad_x.view(ctx.x_shape).to(x_dtype)
         grads = [t.to(dt) for t, dt in zip((ga_g, gb_g, ga_u, gb_u, ga_d, gb_d), (a_dtype, b_dtype) * 3)]
