@@ -63,7 +63,8 @@ def main() -> None:
             varlen(qq, kk, vv, cu, cu, s, s, **dict(_causal_kwargs(varlen)))[..., :dv].sum().backward()
 
         kernels = {"varlen (seektune)": packed, "sdpa flash": sdpa(SDPBackend.FLASH_ATTENTION),
-                   "sdpa cudnn": sdpa(SDPBackend.CUDNN_ATTENTION), "sdpa efficient": sdpa(SDPBackend.EFFICIENT_ATTENTION),
+                   "sdpa cudnn": sdpa(SDPBackend.CUDNN_ATTENTION),
+                   "sdpa efficient": sdpa(SDPBackend.EFFICIENT_ATTENTION),
                    "sdpa default": sdpa([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
                                          SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])}
         for kname, fn in kernels.items():

@@ -161,7 +161,8 @@ class TrainSection(_Section):
     )
     fused_lora: Union[bool, Literal["auto"]] = Field(
         "auto", description="compute each LoRA linear as one autograd node: the adapter's update is added by the "
-        "matmul itself, in the activations' dtype, instead of separate fp32 passes; auto = on a GPU"
+        "matmul itself, in the activations' dtype, instead of separate fp32 passes; a SwiGLU MLP with LoRA on gate, "
+        "up and down becomes one node that recomputes silu(gate)*up instead of keeping it; auto = on a GPU"
     )
     fused_loss: Union[bool, Literal["auto"]] = Field(
         "auto", description="Liger's fused linear+cross-entropy alone (the vocabulary-wide logits are never "
