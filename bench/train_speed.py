@@ -294,7 +294,8 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         # variants take one switch away or add Liger's full set, to show what each is worth.
         variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True),
                    "seektune-nofl": dict(fused_loss=False), "seektune-nofused": dict(fused_lora=False),
-                   "seektune-nooffload": dict(offload_checkpoints=False)}
+                   "seektune-nooffload": dict(offload_checkpoints=False), "seektune-offload": dict(offload_checkpoints=True),
+                   "seektune-nomlp": {}}
         fast = decide(TrainSection(gradient_checkpointing=ckpt, **variant.get(tool.removesuffix("-4bit"), {})),
                       model.config, device)
         prepare_model_for_fast_path(model, fast)
@@ -323,7 +324,9 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         if fast.fused_lora:
             from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
 
-            print(f"{fuse_lora_linears(model)} LoRA linears fused, {fuse_lora_mlps(model)} MLPs", file=sys.stderr)
+            linears = fuse_lora_linears(model)
+            mlps = 0 if "nomlp" in tool else fuse_lora_mlps(model)  # seektune-nomlp: the per-linear nodes alone
+            print(f"{linears} LoRA linears fused, {mlps} MLPs", file=sys.stderr)
         if fast.compile:
             from seektune.training.speed import compile_layers
 
