@@ -1,5 +1,5 @@
-"""Shared by the DeepSeek adapter tests: a few LoRA training steps on one fixed batch, and the base-model name of
-a parameter or buffer inside a PEFT-wrapped model."""
+"""Shared by the DeepSeek adapter tests: a few LoRA training steps on one fixed batch (alone, or with the adapter
+saved and the router state recorded), and the base-model name of a parameter or buffer inside a PEFT-wrapped model."""
 
 from __future__ import annotations
 
@@ -19,6 +19,27 @@ def train_steps(peft_model, ids: torch.Tensor, steps: int = 6, lr: float = 1e-2)
         losses.append(loss.item())
     peft_model.eval()
     return losses
+
+
+def train_and_save(model, lora, out, kept_buffers: tuple[str, ...]) -> dict:
+    """Attach `lora`, train a few steps on a fixed 24-token batch and save the adapter to `out`. Records, before
+    training, the buffers whose names contain one of `kept_buffers` and the router weights, which must not move."""
+    from seektune.adapters.lora import attach_lora
+
+    buffers_before = {n: b.clone() for n, b in model.named_buffers() if any(k in n for k in kept_buffers)}
+    router_before = {n: p.detach().clone() for n, p in model.named_parameters() if ".mlp.gate." in n}
+    peft_model = attach_lora(model, lora)
+    torch.manual_seed(1)
+    ids = torch.randint(0, 128, (2, 24))
+    losses = train_steps(peft_model, ids)
+    peft_model.save_pretrained(str(out))
+    return dict(model=peft_model, ids=ids, losses=losses, dir=out, buffers_before=buffers_before,
+                router_before=router_before)
+
+
+def assert_loss_fell(losses: list[float]) -> None:
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0] - 0.05, losses
 
 
 def base_name(peft_name: str) -> str:

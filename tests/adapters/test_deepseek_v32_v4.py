@@ -13,7 +13,7 @@ from seektune.adapters.lora import attach_lora, load_adapter, native_v5_targets
 from seektune.adapters.targets import adapted_names, group_members
 from seektune.config import LoraSection
 from seektune.errors import ConfigError
-from tests.adapters.lora_steps import base_name, train_steps
+from tests.adapters.lora_steps import assert_loss_fell, base_name, train_and_save
 
 L = 3
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -124,23 +124,15 @@ def test_all_linear_runs_and_says_what_it_adapts(kind):
 @pytest.fixture(scope="module", params=["v32", "v4"])
 def trained(request, tmp_path_factory):
     kind = request.param
-    model = tiny(kind)
-    buffers_before = {n: b.clone() for n, b in model.named_buffers() if "e_score_correction_bias" in n or "tid2eid" in n}
-    router_before = {n: p.detach().clone() for n, p in model.named_parameters() if ".mlp.gate." in n}
-    peft_model = attach_lora(model, LoraSection(targets=groups_of(kind), r=8, dropout=0.0, experts=[1, 6]))
-    torch.manual_seed(1)
-    ids = torch.randint(0, 128, (2, 24))  # 24 tokens: 3 HCA windows of 8, 6 CSA windows of 4, 8-token indexer top-k
-    losses = train_steps(peft_model, ids)
-    out = tmp_path_factory.mktemp(f"adapter-{kind}")
-    peft_model.save_pretrained(str(out))
-    return dict(kind=kind, model=peft_model, ids=ids, losses=losses, dir=out, buffers_before=buffers_before,
-                router_before=router_before)
+    lora = LoraSection(targets=groups_of(kind), r=8, dropout=0.0, experts=[1, 6])
+    # The batch is 24 tokens: 3 HCA windows of 8, 6 CSA windows of 4, an 8-token indexer top-k.
+    run = train_and_save(tiny(kind), lora, tmp_path_factory.mktemp(f"adapter-{kind}"),
+                         ("e_score_correction_bias", "tid2eid"))
+    return dict(run, kind=kind)
 
 
 def test_training_lowers_loss(trained):
-    losses = trained["losses"]
-    assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < losses[0] - 0.05, losses
+    assert_loss_fell(trained["losses"])
 
 
 def test_router_buffers_and_base_router_untouched(trained):
