@@ -22,25 +22,50 @@ IMAGE_TOKEN = "<image_placeholder>"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
 
 
+def vl_tokenizer(smol_dir):
+    """The embedded tokenizer with DeepSeek-LLM's template and the image placeholder token."""
+    tok = template_tokenizer(smol_dir, "deepseek_llm_7b_chat")
+    tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    return tok
+
+
+def tiny_language_config(tok) -> dict:
+    """A 2-layer Llama language model over `tok` (DeepSeek-VL's and DeepSeek-VL-hybrid's text side)."""
+    return dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def tiny_siglip_config(image_size: int) -> dict:
+    return dict(model_type="siglip_vision_model", image_size=image_size, patch_size=16, hidden_size=32,
+                intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+
 def tiny_vl(tok):
     from transformers import AutoModelForImageTextToText, DeepseekVLConfig
 
-    cfg = DeepseekVLConfig(
-        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=96,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(model_type="siglip_vision_model", image_size=32, patch_size=16, hidden_size=32,
-                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-    )
+    cfg = DeepseekVLConfig(text_config=tiny_language_config(tok), vision_config=tiny_siglip_config(32),
+                           image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN))
     torch.manual_seed(0)
     return AutoModelForImageTextToText.from_config(cfg)
 
 
+def one_step(model_dir, dataset: dict, output, lora: dict | None = None):
+    """One seektune.train step of batch 4 on one dataset (the image + text file, or text only)."""
+    cfg = {
+        "model": {"source": str(model_dir)},
+        "data": {"datasets": [dataset], "max_length": 64, "holdout_prompts": 0},
+        "train": {"max_steps": 1, "per_device_batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0, "save_steps": 100},
+        "output": str(output),
+    }
+    if lora is not None:
+        cfg["lora"] = lora
+    return seektune.train(cfg)
+
+
 @pytest.fixture(scope="module")
 def vl_dir(tmp_path_factory, smol_dir):
-    tok = template_tokenizer(smol_dir, "deepseek_llm_7b_chat")
-    tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    tok = vl_tokenizer(smol_dir)
     d = tmp_path_factory.mktemp("models") / "tiny-deepseek-vl"
     tiny_vl(tok).save_pretrained(str(d), safe_serialization=True)
     tok.save_pretrained(str(d))
@@ -49,20 +74,25 @@ def vl_dir(tmp_path_factory, smol_dir):
 
 @pytest.fixture(scope="module")
 def image_data(tmp_path_factory):
+    return write_image_data(tmp_path_factory.mktemp("vl-data"), (40, 28), "vl.jsonl")
+
+
+def write_image_data(root, size: tuple[int, int], name: str):
+    """Three one-colour PNGs of `size` in root/imgs and four image + text conversations about them (one without
+    an <image> placeholder) in root/`name`."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("vl-data")
     (root / "imgs").mkdir()
     colors = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
-    for name, rgb in colors.items():
-        Image.new("RGB", (40, 28), rgb).save(root / "imgs" / f"{name}.png")
+    for color, rgb in colors.items():
+        Image.new("RGB", size, rgb).save(root / "imgs" / f"{color}.png")
     rows = [{"messages": [{"role": "user", "content": "<image>\nWhat color is this square?"},
-                          {"role": "assistant", "content": f"It is {name}."}], "images": [f"imgs/{name}.png"]}
-            for name in colors]
+                          {"role": "assistant", "content": f"It is {color}."}], "images": [f"imgs/{color}.png"]}
+            for color in colors]
     # no placeholder: one is put before the first user turn
     rows.append({"messages": [{"role": "user", "content": "Describe the picture."},
                               {"role": "assistant", "content": "A red square."}], "images": ["imgs/red.png"]})
-    path = root / "vl.jsonl"
+    path = root / name
     path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     return path
 
@@ -102,13 +132,8 @@ def test_image_paths_are_checked(image_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def vl_run(vl_dir, image_data, tmp_path_factory):
-    return seektune.train({
-        "model": {"source": str(vl_dir)},
-        "data": {"datasets": [{"path": str(image_data)}], "max_length": 64, "holdout_prompts": 0},
-        "lora": {"targets": ["language", "vision", "projector"], "r": 4},
-        "train": {"max_steps": 1, "per_device_batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0, "save_steps": 100},
-        "output": str(tmp_path_factory.mktemp("runs") / "vl"),
-    })
+    return one_step(vl_dir, {"path": str(image_data)}, tmp_path_factory.mktemp("runs") / "vl",
+                    lora={"targets": ["language", "vision", "projector"], "r": 4})
 
 
 def test_image_text_step_trains_language_vision_and_projector(vl_run, vl_dir):
@@ -140,13 +165,7 @@ def test_image_text_step_trains_language_vision_and_projector(vl_run, vl_dir):
 
 
 def test_text_only_lora_of_a_vl_model(vl_dir, tmp_path):
-    run = seektune.train({
-        "model": {"source": str(vl_dir)},
-        "data": {"datasets": [{"path": str(shared("identity/identity.json")), "max_records": 8}], "max_length": 64,
-                 "holdout_prompts": 0},
-        "train": {"max_steps": 1, "per_device_batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0, "save_steps": 100},
-        "output": str(tmp_path / "vl-text"),
-    })
+    run = one_step(vl_dir, {"path": str(shared("identity/identity.json")), "max_records": 8}, tmp_path / "vl-text")
     assert run.complete
     names = adapted_names(run.model)
     assert names and all(".language_model." in n for n in names)  # default for a VL model: the language model

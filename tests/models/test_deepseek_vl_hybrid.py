@@ -15,12 +15,13 @@ import math
 import pytest
 import torch
 
-import seektune
 from seektune.adapters.targets import adapted_names, condense, group_members
 from seektune.config import LoraSection
-from tests.conftest import shared, template_tokenizer
+from tests.conftest import shared
+from tests.models.test_deepseek_vl import (
+    IMAGE_TOKEN, one_step, tiny_language_config, tiny_siglip_config, vl_tokenizer, write_image_data,
+)
 
-IMAGE_TOKEN = "<image_placeholder>"
 LOW, HIGH = 32, 64  # image sizes of the SigLIP and SAM encoders: (32 / 16)^2 = 4 image tokens
 
 
@@ -31,11 +32,8 @@ def tiny_hybrid(tok):
     from transformers import AutoModelForImageTextToText, DeepseekVLHybridConfig
 
     cfg = DeepseekVLHybridConfig(
-        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=64, intermediate_size=96,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(model_type="siglip_vision_model", image_size=LOW, patch_size=16, hidden_size=32,
-                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        text_config=tiny_language_config(tok),
+        vision_config=tiny_siglip_config(LOW),
         # SAM's default initializer_range (1e-10) would leave its gradients ~1e-30: the high-res LoRA could not move
         high_res_vision_config=dict(model_type="sam_vision_model", image_size=HIGH, patch_size=16, hidden_size=32,
                                     output_channels=16, num_hidden_layers=2, num_attention_heads=2, window_size=2,
@@ -48,8 +46,7 @@ def tiny_hybrid(tok):
 
 @pytest.fixture(scope="module")
 def hybrid_dir(tmp_path_factory, smol_dir):
-    tok = template_tokenizer(smol_dir, "deepseek_llm_7b_chat")
-    tok.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    tok = vl_tokenizer(smol_dir)
     d = tmp_path_factory.mktemp("models") / "tiny-deepseek-vl-hybrid"
     tiny_hybrid(tok).save_pretrained(str(d), safe_serialization=True)
     tok.save_pretrained(str(d))
@@ -74,21 +71,8 @@ def hybrid_model(hybrid_dir):
 
 @pytest.fixture(scope="module")
 def image_data(tmp_path_factory):
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("vlh-data")
-    (root / "imgs").mkdir()
-    colors = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
-    for name, rgb in colors.items():  # not square: both resizes pad to a square
-        Image.new("RGB", (50, 30), rgb).save(root / "imgs" / f"{name}.png")
-    rows = [{"messages": [{"role": "user", "content": "<image>\nWhat color is this square?"},
-                          {"role": "assistant", "content": f"It is {name}."}], "images": [f"imgs/{name}.png"]}
-            for name in colors]
-    rows.append({"messages": [{"role": "user", "content": "Describe the picture."},
-                              {"role": "assistant", "content": "A red square."}], "images": ["imgs/red.png"]})
-    path = root / "vlh.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    return path
+    # not square: both resizes pad to a square
+    return write_image_data(tmp_path_factory.mktemp("vlh-data"), (50, 30), "vlh.jsonl")
 
 
 def test_target_groups_of_a_hybrid_model(hybrid_model):
@@ -119,13 +103,8 @@ def test_vision_lora_touches_both_encoders_only(hybrid_model):
 
 @pytest.fixture(scope="module")
 def hybrid_run(hybrid_dir, image_data, tmp_path_factory):
-    return seektune.train({
-        "model": {"source": str(hybrid_dir)},
-        "data": {"datasets": [{"path": str(image_data)}], "max_length": 64, "holdout_prompts": 0},
-        "lora": {"targets": ["language", "vision", "projector"], "r": 4},
-        "train": {"max_steps": 1, "per_device_batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0, "save_steps": 100},
-        "output": str(tmp_path_factory.mktemp("runs") / "vlh"),
-    })
+    return one_step(hybrid_dir, {"path": str(image_data)}, tmp_path_factory.mktemp("runs") / "vlh",
+                    lora={"targets": ["language", "vision", "projector"], "r": 4})
 
 
 def test_image_text_step_trains_both_encoders_and_projector(hybrid_run, hybrid_dir):
@@ -171,13 +150,7 @@ def test_collator_passes_high_res_pixels(hybrid_model, hybrid_dir, image_data):
 
 
 def test_text_only_lora_of_a_hybrid_model(hybrid_dir, tmp_path):
-    run = seektune.train({
-        "model": {"source": str(hybrid_dir)},
-        "data": {"datasets": [{"path": str(shared("identity/identity.json")), "max_records": 8}], "max_length": 64,
-                 "holdout_prompts": 0},
-        "train": {"max_steps": 1, "per_device_batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0, "save_steps": 100},
-        "output": str(tmp_path / "vlh-text"),
-    })
+    run = one_step(hybrid_dir, {"path": str(shared("identity/identity.json")), "max_records": 8}, tmp_path / "vlh-text")
     assert run.complete
     assert math.isfinite(run.info["train_loss"]) and run.info["non_finite_steps_skipped"] == 0
     names = adapted_names(run.model)
