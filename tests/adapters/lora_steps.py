@@ -42,6 +42,35 @@ def assert_loss_fell(losses: list[float]) -> None:
     assert losses[-1] < losses[0] - 0.05, losses
 
 
+def assert_reload_and_merge_match(trained: dict, fresh, base) -> None:
+    """The saved adapter, loaded onto `fresh` (the same random model as before training), gives the trained model's
+    logits, and so does its merge; the routed experts no token was chosen for (0 of [1, 6]) merge to exactly `base`'s
+    weights."""
+    from seektune.adapters.lora import load_adapter, native_v5_targets
+    from seektune.adapters.targets import adapted_names
+
+    model, ids = trained["model"], trained["ids"]
+    with torch.no_grad():
+        adapter_logits = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base_logits = model(input_ids=ids).logits
+    assert (adapter_logits - base_logits).abs().max() > 1e-3
+    reloaded = load_adapter(fresh, str(trained["dir"]))
+    assert adapted_names(reloaded) == adapted_names(model)
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, adapter_logits, atol=1e-6)
+    with native_v5_targets(reloaded.config.model_type):
+        merged = reloaded.merge_and_unload()
+    assert not [n for n, m in merged.named_modules() if hasattr(m, "lora_A")]
+    with torch.no_grad():
+        merged_logits = merged(input_ids=ids).logits
+    diff = (merged_logits - adapter_logits).abs().max().item()
+    print(f"{trained['kind']}: max |merged - adapter| logit difference {diff:.2e}")
+    assert diff < 1e-4
+    w_merged, w_base = merged.model.layers[2].mlp.experts.down_proj, base.model.layers[2].mlp.experts.down_proj
+    assert torch.equal(w_merged[0], w_base[0]) and not torch.equal(w_merged[6], w_base[6])
+
+
 def base_name(peft_name: str) -> str:
     """`base_model.model.x.mlp.gate.base_layer.parametrizations.weight.original` -> `x.mlp.gate.weight`."""
     name = peft_name.replace("base_model.model.", "", 1).replace(".base_layer", "")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seektune.adapters.lora import attach_lora, load_adapter, native_v5_targets
+from seektune.adapters.lora import attach_lora
 from seektune.adapters.targets import adapted_names, group_members
 from seektune.config import LoraSection
 from seektune.errors import ConfigError
-from tests.adapters.lora_steps import assert_loss_fell, base_name, train_and_save
+from tests.adapters.lora_steps import (
+    assert_loss_fell, assert_reload_and_merge_match, base_name, train_and_save,
+)
 
 L = 3
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -155,27 +157,7 @@ def test_router_buffers_and_base_router_untouched(trained):
 
 
 def test_reload_and_merge_give_adapter_logits(trained):
-    model, ids, kind = trained["model"], trained["ids"], trained["kind"]
-    with torch.no_grad():
-        adapter_logits = model(input_ids=ids).logits
-        with model.disable_adapter():
-            base_logits = model(input_ids=ids).logits
-    assert (adapter_logits - base_logits).abs().max() > 1e-3
-    reloaded = load_adapter(tiny(kind), str(trained["dir"]))
-    assert adapted_names(reloaded) == adapted_names(model)
-    with torch.no_grad():
-        assert torch.allclose(reloaded(input_ids=ids).logits, adapter_logits, atol=1e-6)
-    with native_v5_targets(reloaded.config.model_type):
-        merged = reloaded.merge_and_unload()
-    assert not [n for n, m in merged.named_modules() if hasattr(m, "lora_A")]
-    with torch.no_grad():
-        merged_logits = merged(input_ids=ids).logits
-    diff = (merged_logits - adapter_logits).abs().max().item()
-    print(f"{kind}: max |merged - adapter| logit difference {diff:.2e}")
-    assert diff < 1e-4
-    base = tiny(kind)  # unchosen experts merged to exactly the base weights
-    w_merged, w_base = merged.model.layers[2].mlp.experts.down_proj, base.model.layers[2].mlp.experts.down_proj
-    assert torch.equal(w_merged[0], w_base[0]) and not torch.equal(w_merged[6], w_base[6])
+    assert_reload_and_merge_match(trained, tiny(trained["kind"]), tiny(trained["kind"]))
 
 
 def test_v4_routing_profile_counts_hash_and_topk_routers():
