@@ -16,8 +16,7 @@ from tests.conftest import shared
 
 
 @pytest.fixture(scope="module")
-def base():
-    torch.set_num_threads(1)
+def base(one_thread):  # one_thread: tests/conftest.py, restored after the module
     return load_for_eval("embedded")
 
 

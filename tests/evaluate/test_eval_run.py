@@ -20,8 +20,7 @@ COLUMNS = {"prompt": "content", "response": "summary"}
 
 
 @pytest.fixture(scope="module")
-def tracked_run(tmp_path_factory):
-    torch.set_num_threads(1)
+def tracked_run(tmp_path_factory, one_thread):  # one_thread: tests/conftest.py, restored after the module
     d = tmp_path_factory.mktemp("evalrun")
     lines = shared("advertisegen/dev.json").read_text(encoding="utf-8").splitlines()
     (d / "train.jsonl").write_text("\n".join(lines[:32]) + "\n", encoding="utf-8")

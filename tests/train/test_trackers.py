@@ -23,8 +23,7 @@ pytest.importorskip("mlflow")
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
-    torch.set_num_threads(1)
+def tracked(tmp_path_factory, one_thread):  # one_thread: tests/conftest.py, restored after the module
     d = tmp_path_factory.mktemp("trackers")
     lines = shared("advertisegen/dev.json").read_text(encoding="utf-8").splitlines()
     (d / "train.jsonl").write_text("\n".join(lines[:16]) + "\n", encoding="utf-8")
