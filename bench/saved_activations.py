@@ -36,7 +36,7 @@ def saved_bytes(model, tokens: int) -> int:
     """Distinct storages the decoder layer hands to autograd in one forward pass, weights excluded."""
     import torch
 
-    from seektune.training.offload import decoder_layers
+    from seektune.training.speed import decoder_layers
 
     layer = decoder_layers(model)[0]
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}

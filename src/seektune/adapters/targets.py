@@ -24,10 +24,9 @@ from typing import Optional
 from torch import nn
 
 from seektune.errors import ConfigError
+from seektune.models.arch import DEEPSEEK_MLA_ATTENTION as _MLA
+from seektune.models.arch import DEEPSEEK_V4_ATTENTION as _V4_ATTN
 
-_MLA = r"self_attn\.(q_proj|q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)"
-# DeepSeek-V4: shared-KV MQA with a low-rank grouped output and a KV compressor (CSA/HCA layers)
-_V4_ATTN = r"self_attn\.(q_a_proj|q_b_proj|kv_proj|o_b_proj|compressor\.(kv_proj|gate_proj))"
 _MLP = r"(gate_proj|up_proj|down_proj)"
 _DENSE4 = r"self_attn\.(q_proj|k_proj|v_proj|o_proj)"
 

@@ -16,6 +16,7 @@ DENSE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_p
 DEEPSEEK_MLA_ATTENTION = r"self_attn\.(q_proj|q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj|o_proj)"
 DEEPSEEK_DENSE_MLP = r"mlp\.(gate_proj|up_proj|down_proj)"
 DEEPSEEK_SHARED = r"mlp\.shared_experts\.(gate_proj|up_proj|down_proj)"
+# DeepSeek-V4: shared-KV MQA with a low-rank grouped output and a KV compressor (CSA/HCA layers)
 DEEPSEEK_V4_ATTENTION = r"self_attn\.(q_a_proj|q_b_proj|kv_proj|o_b_proj|compressor\.(kv_proj|gate_proj))"
 
 PRESETS: dict[str, dict[str, object]] = {

@@ -14,6 +14,8 @@ adapters, merged or disabled adapters, 8-bit bases) keeps PEFT's own forward, ch
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -171,6 +173,7 @@ def _is_silu(act) -> bool:
     return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"  # transformers' own, 5.2x
 
 
+@functools.cache  # one source read per MLP class, not per layer
 def _is_plain_swiglu(cls) -> bool:
     """The MLP's own forward is exactly down(act(gate(x)) * up(x)) (Llama, Qwen2, DeepSeek dense and shared experts)."""
     import inspect

@@ -19,6 +19,8 @@ from contextlib import nullcontext
 
 import torch
 
+from seektune.training.speed import decoder_layers
+
 
 class _Slot:
     """One layer input between its forward and its backward: on the host (with the copy's event) or, on CPU-only
@@ -138,13 +140,6 @@ def _plain_forward(layer):
     if forward.__name__ == "forward_with_checkpointing":
         forward = forward.__wrapped__
     return forward.__get__(layer)
-
-
-def decoder_layers(model):
-    from seektune.training.speed import _is_layer_stack
-
-    stack = next((m for m in model.modules() if _is_layer_stack(m)), None)
-    return list(stack) if stack is not None else []
 
 
 def offload_layer_inputs(model) -> int:

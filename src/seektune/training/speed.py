@@ -281,12 +281,16 @@ def compile_layers(model) -> int:
     offloaded = compile_offloaded(model)  # offloaded checkpointing compiles inside its own autograd node
     if offloaded:
         return offloaded
-    stacks = [m for m in model.modules() if _is_layer_stack(m)]
-    if not stacks:
-        return 0
-    for layer in stacks[0]:
+    layers = decoder_layers(model)
+    for layer in layers:
         layer.compile(dynamic=True)
-    return len(stacks[0])
+    return len(layers)
+
+
+def decoder_layers(model) -> list:
+    """The model's decoder layers (the first ModuleList of *DecoderLayer modules), or [] when it has none."""
+    stack = next((m for m in model.modules() if _is_layer_stack(m)), None)
+    return list(stack) if stack is not None else []
 
 
 def _is_layer_stack(m) -> bool:
