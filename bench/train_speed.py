@@ -208,6 +208,11 @@ def worker(args) -> dict:
         flops.append(sum((4 * frozen + 6 * lora) * len(s["input_ids"]) + 12 * attn_width * len(s["input_ids"]) ** 2
                          for s in batch))
     profile = None
+    if os.environ.get("SEEKTUNE_BENCH_TRACE") and device == "cuda":  # host-side hot spots, for MoE's short steps
+        try:
+            host_profile(model, opt, batches[-3:], packed, device, Path(os.environ["SEEKTUNE_BENCH_TRACE"]) / args.tool)
+        except Exception as e:  # a profiler problem must not cost the timed result
+            print(f"host profile failed: {e!r}", file=sys.stderr)
     if args.profile and device == "cuda":
         try:
             profile = kernel_profile(model, opt, batches[-2:], packed, device)
@@ -231,23 +236,64 @@ def worker(args) -> dict:
     return result
 
 
+def host_profile(model, opt, batches, packed: bool, device: str, out: Path) -> None:
+    """Python functions by own and cumulative time over a few steps (cProfile), and a gzipped Chrome trace of one
+    step with host and GPU activity: where the host keeps the GPU waiting."""
+    import cProfile
+    import gzip
+    import pstats
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    out.mkdir(parents=True, exist_ok=True)
+
+    def step(batch):
+        o = model(**collate(batch, packed, device))
+        o.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for batch in batches[:-1]:
+        step(batch)
+    prof.disable()
+    with open(out / "cprofile.txt", "w") as f:
+        st = pstats.Stats(prof, stream=f)
+        st.sort_stats("tottime").print_stats(60)
+        st.sort_stats("cumulative").print_stats(80)
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU], with_stack=False) as tp:
+        step(batches[-1])
+    tp.export_chrome_trace(str(out / "trace.json"))
+    with open(out / "trace.json", "rb") as f, gzip.open(out / "trace.json.gz", "wb") as g:
+        g.write(f.read())
+    (out / "trace.json").unlink()
+
+
 def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
     """GPU time per step by kernel family and the top kernels, over two profiled training steps."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         for batch in batches:
             out = model(**collate(batch, packed, device))
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
-    kernels = {}
+    wall_ms = (time.perf_counter() - t0) * 1e3 / len(batches)
+    kernels, host = {}, {}
     for evt in prof.key_averages():
         t = getattr(evt, "device_time_total", 0) or getattr(evt, "cuda_time_total", 0)
-        if t > 0 and evt.key not in kernels:
+        if t > 0 and evt.key not in kernels and str(evt.device_type).endswith("CUDA"):  # kernels, not aten ops
             kernels[evt.key] = t / len(batches) / 1e3  # ms per step
+        if evt.self_cpu_time_total > 0:  # host side: what keeps the GPU waiting when steps are short (MoE)
+            host[evt.key] = (evt.self_cpu_time_total / len(batches) / 1e3, evt.count // len(batches))
     families = {}
     for name, ms in kernels.items():
         low = name.lower()
@@ -259,7 +305,12 @@ def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
         families[fam] = families.get(fam, 0) + ms
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:25]
     report = {"families_ms": {k: round(v, 2) for k, v in sorted(families.items(), key=lambda kv: -kv[1])},
-              "top_ms": [[k[:110], round(v, 3)] for k, v in top]}
+              "top_ms": [[k[:110], round(v, 3)] for k, v in top],
+              "wall_ms_profiled": round(wall_ms, 1),
+              "host_top_self_ms": [[k[:80], round(ms, 2), n] for k, (ms, n) in
+                                   sorted(host.items(), key=lambda kv: -kv[1][0])[:30]],
+              "host_syncs": {k: [round(ms, 2), n] for k, (ms, n) in host.items()
+                             if any(w in k for w in ("Synchronize", "Memcpy", "item", "_local_scalar_dense", "nonzero"))}}
     print(json.dumps(report, indent=1), file=sys.stderr)
     return report
 
@@ -295,7 +346,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True),
                    "seektune-nofl": dict(fused_loss=False), "seektune-nofused": dict(fused_lora=False),
                    "seektune-nooffload": dict(offload_checkpoints=False), "seektune-offload": dict(offload_checkpoints=True),
-                   "seektune-nomlp": {}}
+                   "seektune-nomlp": {}, "seektune-outckpt": {}}
         fast = decide(TrainSection(gradient_checkpointing=ckpt, **variant.get(tool.removesuffix("-4bit"), {})),
                       model.config, device)
         prepare_model_for_fast_path(model, fast)
@@ -330,7 +381,8 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         if fast.compile:
             from seektune.training.speed import compile_layers
 
-            compile_layers(model)
+            # seektune-outckpt: transformers' checkpoint around each compiled layer, as before session 5
+            compile_layers(model, checkpoint_in_graph="outckpt" not in tool)
     else:
         from peft import LoraConfig, get_peft_model
 

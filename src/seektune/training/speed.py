@@ -272,15 +272,20 @@ def prepare_model_for_fast_path(model, fast: FastPath) -> Optional[str]:
     return fast.attention
 
 
-def compile_layers(model) -> int:
+def compile_layers(model, checkpoint_in_graph: bool = True) -> int:
     """torch.compile each decoder layer (after LoRA is attached), with dynamic shapes: packed rows change length
     every step. Fuses the small element-wise kernels (norms, RoPE, activations, LoRA scaling) that dominate
-    when steps are short. Returns how many layers were compiled."""
+    when steps are short. With gradient checkpointing, the checkpoint goes inside the compiled graph
+    (compiled_checkpoint.py) unless `checkpoint_in_graph` is off. Returns how many layers were compiled."""
+    from seektune.training.compiled_checkpoint import compile_checkpointed_layers
     from seektune.training.offload import compile_offloaded
 
     offloaded = compile_offloaded(model)  # offloaded checkpointing compiles inside its own autograd node
     if offloaded:
         return offloaded
+    checkpointed = compile_checkpointed_layers(model) if checkpoint_in_graph else 0
+    if checkpointed:
+        return checkpointed
     layers = decoder_layers(model)
     for layer in layers:
         layer.compile(dynamic=True)
@@ -291,6 +296,30 @@ def decoder_layers(model) -> list:
     """The model's decoder layers (the first ModuleList of *DecoderLayer modules), or [] when it has none."""
     stack = next((m for m in model.modules() if _is_layer_stack(m)), None)
     return list(stack) if stack is not None else []
+
+
+def plain_forward(layer):
+    """The layer class's forward without transformers' checkpointing wrapper (transformers >= 5.2x wraps forward)."""
+    forward = type(layer).forward
+    if forward.__name__ == "forward_with_checkpointing":
+        forward = forward.__wrapped__
+    return forward.__get__(layer)
+
+
+def split_layer_call(layer, args: tuple, kwargs: dict, recomputed: bool):
+    """(hidden states, keyword arguments) of a decoder-layer call, for wrappers that replace the layer's forward.
+    A `recomputed` call must not write the KV cache, since its recomputation would write it a second time."""
+    if args:
+        hidden, args = args[0], args[1:]
+    else:
+        hidden = kwargs.pop("hidden_states")
+    if args:  # positional extras are not part of the decoder-layer protocol
+        raise TypeError(f"{type(layer).__name__}: unexpected positional arguments after the hidden states")
+    if recomputed:
+        kwargs.pop("past_key_values", None)
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
+    return hidden, kwargs
 
 
 def _is_layer_stack(m) -> bool:
