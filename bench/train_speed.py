@@ -11,6 +11,9 @@ path, and Unsloth, on random-initialised models with real shapes and real variab
   python bench/train_speed.py run --models llm7b --data synthetic --tools hf-4bit,seektune-4bit,unsloth-4bit --ckpt on
   # the longest single sequence that trains (batch 1, checkpointing on) within an 80 GB budget
   python bench/train_speed.py maxlen --models llm7b --tools hf,seektune,unsloth --cap-gib 80
+  # where the time goes on a shallow model of the same width: GPU kernels and host ops (--profile), and the
+  # Python hot spots plus a gzipped Chrome trace of one step (SEEKTUNE_BENCH_TRACE=DIR)
+  SEEKTUNE_BENCH_TRACE=out/trace python bench/train_speed.py run --models v2lite --layers 6 --tools seektune --profile
 
 Every tool trains the same samples in the same order from the same weights with the same LoRA (r=16, alpha=32,
 dropout 0, attention + MLP projections), fused AdamW 2e-4, one optimizer step per batch. tokens/s counts real
@@ -346,7 +349,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True),
                    "seektune-nofl": dict(fused_loss=False), "seektune-nofused": dict(fused_lora=False),
                    "seektune-nooffload": dict(offload_checkpoints=False), "seektune-offload": dict(offload_checkpoints=True),
-                   "seektune-nomlp": {}, "seektune-outckpt": {}}
+                   "seektune-nomlp": {}}
         fast = decide(TrainSection(gradient_checkpointing=ckpt, **variant.get(tool.removesuffix("-4bit"), {})),
                       model.config, device)
         prepare_model_for_fast_path(model, fast)
@@ -381,8 +384,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         if fast.compile:
             from seektune.training.speed import compile_layers
 
-            # seektune-outckpt: transformers' checkpoint around each compiled layer, as before session 5
-            compile_layers(model, checkpoint_in_graph="outckpt" not in tool)
+            compile_layers(model)
     else:
         from peft import LoraConfig, get_peft_model
 

@@ -1,3 +1,4 @@
+# Ran at commit dbdda7a (the in-graph checkpoint was reverted after this measurement; seektune-outckpt is gone).
 # Session 5, fifth call (one H200): gradient checkpointing traced inside each compiled layer (the new default).
 # DeepSeek-V2-Lite shape on real conversations, plain PEFT vs seektune; then an 8-layer deepseek-llm-7b-wide model on
 # synthetic rows, seektune vs seektune-outckpt (transformers' checkpoint around each compiled layer, as before).

@@ -272,20 +272,17 @@ def prepare_model_for_fast_path(model, fast: FastPath) -> Optional[str]:
     return fast.attention
 
 
-def compile_layers(model, checkpoint_in_graph: bool = True) -> int:
+def compile_layers(model) -> int:
     """torch.compile each decoder layer (after LoRA is attached), with dynamic shapes: packed rows change length
     every step. Fuses the small element-wise kernels (norms, RoPE, activations, LoRA scaling) that dominate
-    when steps are short. With gradient checkpointing, the checkpoint goes inside the compiled graph
-    (compiled_checkpoint.py) unless `checkpoint_in_graph` is off. Returns how many layers were compiled."""
-    from seektune.training.compiled_checkpoint import compile_checkpointed_layers
+    when steps are short. With gradient checkpointing, transformers' checkpoint stays around each compiled layer:
+    tracing it inside the graph measured no faster and kept 2 GiB more on the MoE shape (bench/RESULTS.md,
+    session 5). Returns how many layers were compiled."""
     from seektune.training.offload import compile_offloaded
 
     offloaded = compile_offloaded(model)  # offloaded checkpointing compiles inside its own autograd node
     if offloaded:
         return offloaded
-    checkpointed = compile_checkpointed_layers(model) if checkpoint_in_graph else 0
-    if checkpointed:
-        return checkpointed
     layers = decoder_layers(model)
     for layer in layers:
         layer.compile(dynamic=True)
