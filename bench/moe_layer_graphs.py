@@ -35,7 +35,6 @@ LENGTHS = [1100, 800]  # one packed row, two samples: about one training step of
 
 def build(device: str, dtype, width: dict | None = None):
     """(MoE decoder layer with fused LoRA, rotary module) from a 2-layer V2-Lite-shaped model (layer 1 is MoE)."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import train_speed
@@ -99,7 +98,6 @@ def timed(fn, hidden, go, iters: int, sync) -> float:
 
 
 def main() -> None:
-    import torch
 
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
