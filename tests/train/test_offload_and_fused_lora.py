@@ -231,3 +231,20 @@ def test_train_run_with_offload_and_fused_lora_follows_the_plain_run(tmp_path):
     assert runs[False].info["fast_path"]["fused_lora"] is False
     for a, b in zip(runs[False].step_metrics, runs[True].step_metrics, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)
+
+
+def test_a_deep_copy_of_a_fused_model_trains_its_own_weights():
+    """The one-node forwards are bound to their module, so a copy's nodes use the copy's LoRA weights."""
+    model = _peft(_tiny_llama()).train()
+    assert fuse_lora_linears(model) == 21 and fuse_lora_mlps(model) == 3
+    twin = copy.deepcopy(model)
+    grads = [_train_step(model), _train_step(twin)]
+    assert len(grads[1]) == 42  # every LoRA weight of the copy got its gradient
+    for name, g in grads[0].items():
+        assert torch.equal(g, grads[1][name]), name
+    with torch.no_grad():  # and the copy's weights, not the original's, are what it computes with
+        for p in twin.parameters():
+            if p.requires_grad:
+                p.add_(0.5)
+        ids = _ids()
+        assert not torch.allclose(model(input_ids=ids).logits, twin(input_ids=ids).logits)

@@ -15,6 +15,7 @@ adapters, merged or disabled adapters, 8-bit bases) keeps PEFT's own forward, ch
 from __future__ import annotations
 
 import functools
+import types
 
 import torch
 
@@ -150,7 +151,7 @@ def fuse_lora_linears(model) -> int:
     count = 0
     for module in model.modules():
         if isinstance(module, LoraLayer) and hasattr(module, "lora_A") and _fusable(module):
-            module.forward = _fused_forward(module)
+            module.forward = types.MethodType(_fused_linear_forward, module)
             count += 1
     return count
 
@@ -164,7 +165,7 @@ def fuse_lora_mlps(model) -> int:
         if (all(getattr(p, "lora_A", None) is not None and _fusable(p) for p in projections)
                 and all(p.get_base_layer().bias is None for p in projections)
                 and _is_silu(getattr(module, "act_fn", None)) and _is_plain_swiglu(type(module))):
-            module.forward = _fused_mlp_forward(module, projections)
+            module.forward = types.MethodType(_fused_mlp_forward, module)
             count += 1
     return count
 
@@ -191,34 +192,28 @@ def _ready(layer, name: str) -> bool:
                 or layer.get_base_layer().weight.requires_grad)
 
 
-def _fused_forward(layer):
-    peft_forward = type(layer).forward.__get__(layer)  # PEFT's own: every case this file does not fuse
+# The one-node forwards are bound methods of the module they replace the forward of, not closures over it: a deep
+# copy of the model (copy.deepcopy rebinds a bound method to the copy) then trains the copy's own weights.
+
+
+def _fused_linear_forward(layer, x, *args, **kwargs):
     name = next(iter(layer.lora_A.keys()))
+    if args or kwargs or not torch.is_floating_point(x) or not _ready(layer, name):
+        return type(layer).forward(layer, x, *args, **kwargs)  # PEFT's own: every case this file does not fuse
     base = layer.get_base_layer()
-    weight_of = _weight_of(base)
-
-    def forward(x, *args, **kwargs):
-        if args or kwargs or not torch.is_floating_point(x) or not _ready(layer, name):
-            return peft_forward(x, *args, **kwargs)
-        return _LoraLinearFn.apply(x, weight_of, base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
-                                   layer.scaling[name])
-
-    return forward
+    return _LoraLinearFn.apply(x, _weight_of(base), base.bias, layer.lora_A[name].weight, layer.lora_B[name].weight,
+                               layer.scaling[name])
 
 
-def _fused_mlp_forward(mlp, projections):
-    class_forward = type(mlp).forward.__get__(mlp)  # through the per-linear nodes
+def _fused_mlp_forward(mlp, x, *args, **kwargs):
+    projections = (mlp.gate_proj, mlp.up_proj, mlp.down_proj)
     names = [next(iter(p.lora_A.keys())) for p in projections]
+    if args or kwargs or not all(_ready(p, n) for p, n in zip(projections, names)):
+        return type(mlp).forward(mlp, x, *args, **kwargs)  # through the per-linear nodes
     weights_of = tuple(_weight_of(p.get_base_layer()) for p in projections)
-
-    def forward(x, *args, **kwargs):
-        if args or kwargs or not all(_ready(p, n) for p, n in zip(projections, names)):
-            return class_forward(x, *args, **kwargs)
-        lora = [t for p, n in zip(projections, names) for t in (p.lora_A[n].weight, p.lora_B[n].weight)]
-        scalings = tuple(p.scaling[n] for p, n in zip(projections, names))
-        return _LoraSwiGLUFn.apply(x, weights_of, scalings, *lora)
-
-    return forward
+    lora = [t for p, n in zip(projections, names) for t in (p.lora_A[n].weight, p.lora_B[n].weight)]
+    scalings = tuple(p.scaling[n] for p, n in zip(projections, names))
+    return _LoraSwiGLUFn.apply(x, weights_of, scalings, *lora)
 
 
 def _weight_of(base):
