@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 import torch
 
-from seektune.training.speed import decoder_layers, plain_forward, split_layer_call
+from seektune.training.speed import decoder_layers
 
 
 class _Slot:
@@ -115,16 +115,31 @@ class OffloadedLayer:
 
     def __init__(self, layer, ledger: HostLedger):
         self.layer = layer
-        self.run = plain_forward(layer)
+        self.run = _plain_forward(layer)
         self.ledger = ledger
         self.anchor = torch.empty(0, requires_grad=True)  # the node gets a backward even if no input needs one
 
     def __call__(self, *args, **kwargs):
-        training = self.layer.training and torch.is_grad_enabled()
-        hidden, kwargs = split_layer_call(self.layer, args, kwargs, recomputed=training)
-        if not training:
+        if args:
+            hidden, args = args[0], args[1:]
+        else:
+            hidden = kwargs.pop("hidden_states")
+        if args:  # positional extras are not part of the decoder-layer protocol this wraps
+            raise TypeError(f"{type(self.layer).__name__}: unexpected positional arguments for offloaded checkpointing")
+        if not (self.layer.training and torch.is_grad_enabled()):
             return self.run(hidden, **kwargs)
+        kwargs.pop("past_key_values", None)  # the recomputation must not write the cache a second time
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
         return _OffloadedCheckpoint.apply(self.run, self.ledger, kwargs, self.anchor, hidden)
+
+
+def _plain_forward(layer):
+    """The layer class's forward without transformers' checkpointing wrapper (transformers >= 5.2x wraps forward)."""
+    forward = type(layer).forward
+    if forward.__name__ == "forward_with_checkpointing":
+        forward = forward.__wrapped__
+    return forward.__get__(layer)
 
 
 def offload_layer_inputs(model) -> int:

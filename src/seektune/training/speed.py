@@ -295,29 +295,5 @@ def decoder_layers(model) -> list:
     return list(stack) if stack is not None else []
 
 
-def plain_forward(layer):
-    """The layer class's forward without transformers' checkpointing wrapper (transformers >= 5.2x wraps forward)."""
-    forward = type(layer).forward
-    if forward.__name__ == "forward_with_checkpointing":
-        forward = forward.__wrapped__
-    return forward.__get__(layer)
-
-
-def split_layer_call(layer, args: tuple, kwargs: dict, recomputed: bool):
-    """(hidden states, keyword arguments) of a decoder-layer call, for wrappers that replace the layer's forward.
-    A `recomputed` call must not write the KV cache, since its recomputation would write it a second time."""
-    if args:
-        hidden, args = args[0], args[1:]
-    else:
-        hidden = kwargs.pop("hidden_states")
-    if args:  # positional extras are not part of the decoder-layer protocol
-        raise TypeError(f"{type(layer).__name__}: unexpected positional arguments after the hidden states")
-    if recomputed:
-        kwargs.pop("past_key_values", None)
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
-    return hidden, kwargs
-
-
 def _is_layer_stack(m) -> bool:
     return isinstance(m, torch.nn.ModuleList) and len(m) > 0 and type(m[0]).__name__.endswith("DecoderLayer")
