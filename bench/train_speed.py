@@ -200,11 +200,7 @@ def worker(args) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = model(**inputs)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss = out.loss.item()  # synchronises
+        loss = train_step(model, opt, inputs).item()  # synchronises
         times.append(time.perf_counter() - t0)
         losses.append(loss)
         tokens.append(n_tokens)
@@ -239,11 +235,19 @@ def worker(args) -> dict:
     return result
 
 
+def train_step(model, opt, inputs: dict):
+    """One optimizer step, the same for every tool; returns the loss tensor (not synchronised)."""
+    out = model(**inputs)
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return out.loss.detach()
+
+
 def host_profile(model, opt, batches, packed: bool, device: str, out: Path) -> None:
     """Python functions by own and cumulative time over a few steps (cProfile), and a gzipped Chrome trace of one
     step with host and GPU activity: where the host keeps the GPU waiting."""
     import cProfile
-    import gzip
     import pstats
 
     import torch
@@ -251,28 +255,20 @@ def host_profile(model, opt, batches, packed: bool, device: str, out: Path) -> N
 
     out.mkdir(parents=True, exist_ok=True)
 
-    def step(batch):
-        o = model(**collate(batch, packed, device))
-        o.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-
     prof = cProfile.Profile()
     prof.enable()
     for batch in batches[:-1]:
-        step(batch)
+        train_step(model, opt, collate(batch, packed, device))
+        torch.cuda.synchronize()
     prof.disable()
     with open(out / "cprofile.txt", "w") as f:
         st = pstats.Stats(prof, stream=f)
         st.sort_stats("tottime").print_stats(60)
         st.sort_stats("cumulative").print_stats(80)
-    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU], with_stack=False) as tp:
-        step(batches[-1])
-    tp.export_chrome_trace(str(out / "trace.json"))
-    with open(out / "trace.json", "rb") as f, gzip.open(out / "trace.json.gz", "wb") as g:
-        g.write(f.read())
-    (out / "trace.json").unlink()
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as tp:
+        train_step(model, opt, collate(batches[-1], packed, device))
+        torch.cuda.synchronize()
+    tp.export_chrome_trace(str(out / "trace.json.gz"))  # gzipped by the profiler (the .gz suffix)
 
 
 def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
@@ -284,10 +280,7 @@ def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         for batch in batches:
-            out = model(**collate(batch, packed, device))
-            out.loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            train_step(model, opt, collate(batch, packed, device))
         torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - t0) * 1e3 / len(batches)
     kernels, host = {}, {}

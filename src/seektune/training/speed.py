@@ -108,8 +108,8 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
     fused_lora = on_gpu if train_cfg.fused_lora == "auto" else train_cfg.fused_lora
     offload = train_cfg.offload_checkpoints
     if offload == "auto":
-        # Measured free on dense shapes (bench/RESULTS.md, session 4); the one MoE run with it (V2-Lite) was slower
-        # than the run before without it, so MoE stays on torch's checkpointing until that is measured apart.
+        # Measured free on dense shapes (bench/RESULTS.md, session 4) and 15% slower on the V2-Lite MoE shape, whose
+        # short steps are host-bound (session 5), so MoE stays on torch's checkpointing.
         offload = on_gpu and not _has_routed_experts(model_config)
         if offload is False and on_gpu and train_cfg.gradient_checkpointing:
             notes.append("checkpointed layer inputs stay on the GPU for MoE models (train.offload_checkpoints=true "
