@@ -179,8 +179,11 @@ def worker(args) -> dict:
     folder = Path(args.weights)
     bs = MODELS[args.model]["batch"]
     steps = args.warmup + args.steps
-    data = samples(args.data, steps * bs)
-    batches = [data[i * bs:(i + 1) * bs] for i in range(steps)]
+    # --cycle N: the steps go round N batches, so that after >= N warm-up steps every timed step has a row length
+    # seen before: the steady state of a long run for tools that compile or capture per length.
+    distinct = min(steps, args.cycle) if args.cycle else steps
+    data = samples(args.data, distinct * bs)
+    batches = [data[(i % distinct) * bs:(i % distinct + 1) * bs] for i in range(steps)]
     ckpt = args.ckpt == "on"
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -221,7 +224,7 @@ def worker(args) -> dict:
     tps = statistics.median(tokens[i] / times[i] for i in measured)
     flops_per_s = statistics.median(flops[i] / times[i] for i in measured)
     result = {
-        "model": args.model, "tool": args.tool, "ckpt": args.ckpt, "data": args.data, "batch": bs, "tokens_per_second": round(tps, 1),
+        "model": args.model, "tool": args.tool, "ckpt": args.ckpt, "data": args.data, "batch": bs, "cycle": args.cycle, "tokens_per_second": round(tps, 1),
         "flops_per_second": flops_per_s, "losses": [round(x, 5) for x in losses], "load_seconds": round(load_s, 1),
         "step_seconds": [round(t, 4) for t in times], "trainable_parameters": lora,
         "padding_fraction": 0.0 if packed else round(1 - sum(tokens) / sum(len(b) * max(len(s["input_ids"]) for s in b)
@@ -342,6 +345,8 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         variant = {"seektune-nocompile": dict(compile=False), "seektune-liger": dict(liger=True),
                    "seektune-nofl": dict(fused_loss=False), "seektune-nofused": dict(fused_lora=False),
                    "seektune-nooffload": dict(offload_checkpoints=False), "seektune-offload": dict(offload_checkpoints=True),
+                   "seektune-graphs": dict(cuda_graphs=True), "seektune-nographs": dict(cuda_graphs=False),
+                   "seektune-graphs-compiled": dict(cuda_graphs=True, compile=True),
                    "seektune-nomlp": {}}
         fast = decide(TrainSection(gradient_checkpointing=ckpt, **variant.get(tool.removesuffix("-4bit"), {})),
                       model.config, device)
@@ -374,6 +379,10 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
             linears = fuse_lora_linears(model)
             mlps = 0 if "nomlp" in tool else fuse_lora_mlps(model)  # seektune-nomlp: the per-linear nodes alone
             print(f"{linears} LoRA linears fused, {mlps} MLPs", file=sys.stderr)
+        if fast.cuda_graphs:
+            from seektune.training.layer_graphs import graph_layers
+
+            graph_layers(model)
         if fast.compile:
             from seektune.training.speed import compile_layers
 
@@ -488,6 +497,7 @@ def run(args) -> None:
 def run_worker(name, tool, ckpt, folder, args) -> dict:
     cmd = [sys.executable, __file__, "worker", "--model", name, "--tool", tool, "--ckpt", ckpt, "--weights",
            str(folder), "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+           "--cycle", str(args.cycle),
            "--data", args.data] + (["--profile"] if getattr(args, "profile", False) else [])
     if args.cmd == "maxlen":
         cmd[2] = "maxlen-worker"
@@ -623,6 +633,9 @@ def main() -> None:
         q.add_argument("--steps", type=int, default=17)
         q.add_argument("--warmup", type=int, default=3)
         q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--cycle", type=int, default=0,
+                       help="go round this many batches (0: every step a new batch); with --warmup >= it, the "
+                       "timed steps measure the steady state of compiled/graphed row lengths")
         q.add_argument("--data", choices=["real", "synthetic"], default="real")
         q.add_argument("--profile", action="store_true",
                        help="after the timed steps, profile two more and report the top GPU kernels")

@@ -190,7 +190,7 @@ def test_separate_linear_experts_by_module_name():
     for i in MOE:
         mlp = model.model.layers[i].mlp
         mlp.experts = nn.ModuleList(DeepseekV2MLP(model.config, intermediate_size=16) for _ in range(8))
-    peft_model = attach_lora(model, LoraSection(targets="experts", r=8, experts=[1, 3]))
+    peft_model = attach_lora(model, LoraSection(targets="experts", r=8, experts=[1, 3], dropout=0.05))
     assert adapted_names(peft_model) == sorted(
         f"model.layers.{i}.mlp.experts.{e}.{p}" for i in MOE for e in (1, 3) for p in ("gate_proj", "up_proj", "down_proj")
     )

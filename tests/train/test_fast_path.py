@@ -129,6 +129,17 @@ def test_auto_switches(smol_dir):
     assert moe.offload_checkpoints is False and any("MoE" in n for n in moe.notes)
     assert decide(TrainSection(gradient_checkpointing=True, offload_checkpoints=True), moe_cfg,
                   "cuda").offload_checkpoints is True
+    # CUDA-graphed checkpointed layers: MoE on a GPU, with checkpointing and without dropout; they replace compiling
+    assert (moe.cuda_graphs, moe.compile, gpu.cuda_graphs, cpu.cuda_graphs) == (True, False, False, False)
+    dropout = decide(TrainSection(gradient_checkpointing=True), moe_cfg, "cuda", lora_dropout=0.05)
+    assert (dropout.cuda_graphs, dropout.compile) == (False, True)
+    assert any("lora.dropout=0" in n for n in dropout.notes)
+    assert decide(TrainSection(), moe_cfg, "cuda").cuda_graphs is False  # nothing checkpointed, nothing to graph
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        decide(TrainSection(gradient_checkpointing=True, cuda_graphs=True), moe_cfg, "cpu")
+    with pytest.raises(ValueError, match="cannot both be on"):
+        decide(TrainSection(gradient_checkpointing=True, cuda_graphs=True, offload_checkpoints=True), moe_cfg, "cuda")
+    assert decide(TrainSection(gradient_checkpointing=True, cuda_graphs=True), cfg, "cuda").cuda_graphs is True
 
 
 def test_fused_loss_switch(smol_dir):

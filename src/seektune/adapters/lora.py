@@ -56,13 +56,10 @@ def config_from_plan(spec: LoraSection, plan, model_type: str) -> LoraConfig:
     dropout = spec.dropout
     if plan.uses_parameters and dropout:
         # PEFT's ParamWrapper (LoRA on fused expert tensors / the router weight) cannot apply dropout.
-        if "dropout" in spec.model_fields_set:
-            raise SeektuneError(
-                f"lora.dropout={dropout}: LoRA on fused expert tensors or the router (groups {plan.groups}) cannot use "
-                "dropout (PEFT target_parameters); set lora.dropout: 0"
-            )
-        plan.notes.append(f"lora.dropout {dropout} -> 0: PEFT's LoRA on parameters (experts/router) has no dropout")
-        dropout = 0.0
+        raise SeektuneError(
+            f"lora.dropout={dropout}: LoRA on fused expert tensors or the router (groups {plan.groups}) cannot use "
+            "dropout (PEFT target_parameters); set lora.dropout: 0"
+        )
     if plan.uses_parameters and spec.use_dora:
         raise SeektuneError("lora.use_dora: DoRA does not work on fused expert tensors or the router; turn one off")
     return LoraConfig(

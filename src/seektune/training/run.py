@@ -130,6 +130,12 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if fast.fused_lora:
         linears, mlps = fuse_lora_linears(model), fuse_lora_mlps(model)
         console.print(f"[dim]{linears} LoRA linears run as one autograd node each, {mlps} SwiGLU MLPs as one[/dim]")
+    if fast.cuda_graphs:
+        from seektune.training.layer_graphs import graph_layers
+
+        count = graph_layers(model)  # after LoRA: the graphs hold the adapter's weights and gradients
+        console.print(f"[dim]{count} checkpointed decoder layers run as CUDA graphs (captured per row-length "
+                      f"bucket in the first steps)[/dim]")
     if fast.compile:
         console.print(f"[dim]compiling {compile_layers(model)} decoder layers (first steps are slow)[/dim]")
     trainable, total = trainable_summary(model)
@@ -158,6 +164,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_loss": result.training_loss,
         "fast_path": fast.to_dict(),
+        "layer_graphs": _graph_summary(model),
         "non_finite_steps_skipped": trainer.guard.total,
         "seconds": round(time.time() - started, 1),
         "system": _system_info(),
@@ -322,3 +329,10 @@ def _system_info() -> dict:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
     }
     return info
+
+
+def _graph_summary(model):
+    """Captures and pad tokens of CUDA-graphed layers (None when the layers ran without graphs)."""
+    from seektune.training.layer_graphs import graph_stats
+
+    return graph_stats(model)

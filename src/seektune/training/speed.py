@@ -33,6 +33,7 @@ class FastPath:
     fused_loss: bool = False
     fused_lora: bool = False
     offload_checkpoints: bool = False
+    cuda_graphs: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +52,8 @@ class FastPath:
             parts.append("one-node LoRA linears")
         if self.offload_checkpoints:
             parts.append("checkpointed layer inputs in CPU memory")
+        if self.cuda_graphs:
+            parts.append("checkpointed layers as CUDA graphs")
         return ", ".join(parts)
 
 
@@ -71,7 +74,7 @@ def liger_available() -> bool:
     return True
 
 
-def decide(train_cfg, model_config, device_type: str) -> FastPath:
+def decide(train_cfg, model_config, device_type: str, lora_dropout: float = 0.0) -> FastPath:
     """Resolve the 'auto' switches for this model on this device."""
     notes: list[str] = []
     on_gpu = device_type == "cuda"
@@ -115,8 +118,47 @@ def decide(train_cfg, model_config, device_type: str) -> FastPath:
             notes.append("checkpointed layer inputs stay on the GPU for MoE models (train.offload_checkpoints=true "
                          "moves them to CPU memory)")
     offload = bool(train_cfg.gradient_checkpointing and offload)
+    graphs = _decide_cuda_graphs(train_cfg, model_config, on_gpu, packing, attention, lora_dropout, notes)
+    if graphs:
+        if train_cfg.offload_checkpoints is True:
+            raise ValueError("train.cuda_graphs and train.offload_checkpoints cannot both be on: set one to false")
+        offload = False
+        # Graphs of the eager layers measured faster than compiled layers (bench/RESULTS.md, session 6); compiled
+        # code inside the graphs only when asked for (train.compile=true), not measured yet.
+        compile_ = train_cfg.compile is True
     return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
-                    fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload)
+                    fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload, cuda_graphs=graphs)
+
+
+def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, packing: bool, attention: str, lora_dropout: float,
+                        notes: list[str]) -> bool:
+    """Checkpointed layers replayed as CUDA graphs (training/layer_graphs.py): for MoE models, whose steps wait on
+    the host launching hundreds of small kernels per layer. They need packed rows with sample boundaries (the
+    varlen kernel) and no dropout (a graph replays one mask)."""
+    asked = getattr(train_cfg, "cuda_graphs", "auto")
+    needs = []
+    if not on_gpu:
+        needs.append("a CUDA GPU")
+    if not train_cfg.gradient_checkpointing:
+        needs.append("train.gradient_checkpointing=true")
+    if not packing or attention != VARLEN:
+        needs.append("packed rows with the seektune_varlen attention")
+    if lora_dropout > 0:
+        needs.append("lora.dropout=0")
+    if asked == "auto":
+        if not (on_gpu and _has_routed_experts(model_config)):
+            return False
+        if train_cfg.offload_checkpoints is True:
+            notes.append("MoE layers run without CUDA graphs: train.offload_checkpoints=true keeps the checkpoints "
+                         "on the host instead")
+            return False
+        if needs:
+            notes.append("MoE layers could run as CUDA graphs (faster: bench/RESULTS.md) with " + " and ".join(needs))
+            return False
+        return True
+    if asked and needs:
+        raise ValueError("train.cuda_graphs=true needs " + " and ".join(needs))
+    return bool(asked)
 
 
 def _decide_fused_loss(asked, liger: bool, on_gpu: bool, model_config, notes: list[str]) -> bool:
@@ -280,9 +322,12 @@ def compile_layers(model) -> int:
     session 5). Returns how many layers were compiled."""
     from seektune.training.offload import compile_offloaded
 
-    offloaded = compile_offloaded(model)  # offloaded checkpointing compiles inside its own autograd node
-    if offloaded:
-        return offloaded
+    from seektune.training.layer_graphs import compile_graphed
+
+    # Offloaded and graphed checkpointing compile what runs inside their own autograd nodes.
+    wrapped = compile_offloaded(model) or compile_graphed(model)
+    if wrapped:
+        return wrapped
     layers = decoder_layers(model)
     for layer in layers:
         layer.compile(dynamic=True)
