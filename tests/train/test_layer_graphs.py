@@ -145,7 +145,7 @@ def test_graphed_layers_pass_rows_between_layers_without_copies():
         layer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(
             (args[0] if args else kwargs["hidden_states"]).data_ptr()), with_kwargs=True)
     model(**_packed([30, 20], seed=0)).loss.backward()
-    book = layers[0]._seektune_graphed.book
+    book = layers[0]._seektune_checkpointing.book
     assert seen[1:] == [book.x[1].data_ptr(), book.x[2].data_ptr()]
     assert seen[0] != book.x[0].data_ptr()
 

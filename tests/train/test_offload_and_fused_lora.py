@@ -10,7 +10,8 @@ import torch
 
 import seektune
 from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
-from seektune.training.offload import HostLedger, compile_offloaded, offload_layer_inputs
+from seektune.training.offload import HostLedger, offload_layer_inputs
+from seektune.training.speed import compile_layers
 from tests.conftest import shared
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny models, one thread
@@ -68,7 +69,7 @@ def test_offloaded_layers_keep_no_graph_between_forward_and_backward():
     model.enable_input_require_grads()
     offload_layer_inputs(model)
     stored = []
-    ledger = model.model.layers[0]._seektune_offloaded.ledger
+    ledger = model.model.layers[0]._seektune_checkpointing.ledger
     original = ledger.store
     ledger.store = lambda t: (stored.append(t.shape), original(t))[1]
     _train_step(model)
@@ -83,7 +84,7 @@ def test_offloaded_and_compiled_layers_match_eager():
         model.enable_input_require_grads()
         offload_layer_inputs(model)
         if compiled:
-            assert compile_offloaded(model) == 3
+            assert compile_layers(model) == 3  # inside the offloaded nodes
         grads.append(_train_step(model))
     for name, g in grads[0].items():
         assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-6), name

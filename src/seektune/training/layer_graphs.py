@@ -30,8 +30,7 @@ from typing import Optional
 
 import torch
 
-from seektune.training.offload import _plain_forward
-from seektune.training.speed import decoder_layers
+from seektune.training.layer_wrap import layer_wrappers, plain_forward, wrap_layer_forwards
 
 _BOUNDARY_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k")
 _LENGTH_KEYS = ("max_length_q", "max_length_k")
@@ -209,7 +208,7 @@ class GraphedLayer:
         self.layer = layer
         self.index = index
         self.book = book
-        self.run = _plain_forward(layer)
+        self.run = plain_forward(layer)
         self.entries: dict = {}
         self.params: Optional[list] = None
         self.slots: list = []  # (module, attribute, index into params) for every place a trainable tensor sits
@@ -419,35 +418,17 @@ class _GraphedCheckpoint(torch.autograd.Function):
 
 def graph_layers(model) -> int:
     """Replace torch's checkpointing of each decoder layer by the graphed one. Returns how many layers."""
-    layers = decoder_layers(model)
     book = GraphBook([])
-    for index, layer in enumerate(layers):
-        layer.gradient_checkpointing = False  # transformers' own wrapper steps aside
-        wrapper = GraphedLayer(layer, index, book)
-        book.layers.append(wrapper)
-        layer._seektune_graphed = wrapper
-        layer.forward = wrapper
-    book.owner = [None] * len(layers)
-    return len(layers)
-
-
-def compile_graphed(model) -> int:
-    """Compile what the graphed layers run (captured after the compiled code has warmed up). Returns how many."""
-    count = 0
-    for layer in decoder_layers(model):
-        wrapper = getattr(layer, "_seektune_graphed", None)
-        if wrapper is not None:
-            wrapper.run = torch.compile(wrapper.run, dynamic=True)
-            count += 1
-    return count
+    book.layers = wrap_layer_forwards(model, lambda layer, index: GraphedLayer(layer, index, book))
+    book.owner = [None] * len(book.layers)
+    return len(book.layers)
 
 
 def graph_stats(model) -> Optional[dict]:
     """Captures and pad-token share so far (for the run summary), or None when no layer is graphed."""
-    layers = decoder_layers(model)
-    wrapper = getattr(layers[0], "_seektune_graphed", None) if layers else None
-    if wrapper is None:
+    graphed = [w for w in layer_wrappers(model) if isinstance(w, GraphedLayer)]
+    if not graphed:
         return None
-    book = wrapper.book
+    book = graphed[0].book
     return {"captures": book.captures, "tokens": book.tokens, "pad_tokens": book.pad_tokens,
             "failed": sorted(book.failed.values())}

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 import torch
 
-from seektune.training.speed import decoder_layers
+from seektune.training.layer_wrap import plain_forward, wrap_layer_forwards
 
 
 class _Slot:
@@ -111,11 +111,11 @@ class _OffloadedCheckpoint(torch.autograd.Function):
 
 class OffloadedLayer:
     """The forward of one decoder layer: checkpointed through the host while training, plain otherwise. `run` is the
-    layer's own forward, or its compiled version (see compile_offloaded)."""
+    layer's own forward, or its compiled version (layer_wrap.compile_wrapped)."""
 
     def __init__(self, layer, ledger: HostLedger):
         self.layer = layer
-        self.run = _plain_forward(layer)
+        self.run = plain_forward(layer)
         self.ledger = ledger
         self.anchor = torch.empty(0, requires_grad=True)  # the node gets a backward even if no input needs one
 
@@ -134,32 +134,7 @@ class OffloadedLayer:
         return _OffloadedCheckpoint.apply(self.run, self.ledger, kwargs, self.anchor, hidden)
 
 
-def _plain_forward(layer):
-    """The layer class's forward without transformers' checkpointing wrapper (transformers >= 5.2x wraps forward)."""
-    forward = type(layer).forward
-    if forward.__name__ == "forward_with_checkpointing":
-        forward = forward.__wrapped__
-    return forward.__get__(layer)
-
-
 def offload_layer_inputs(model) -> int:
     """Replace transformers' checkpointing of each decoder layer by the offloaded one. Returns how many layers."""
-    layers = decoder_layers(model)
     ledger = HostLedger()
-    for layer in layers:
-        layer.gradient_checkpointing = False  # transformers' own wrapper steps aside
-        wrapper = OffloadedLayer(layer, ledger)
-        layer._seektune_offloaded = wrapper
-        layer.forward = wrapper
-    return len(layers)
-
-
-def compile_offloaded(model) -> int:
-    """Compile what the offloaded layers run (the checkpointing node itself stays outside the graph)."""
-    count = 0
-    for layer in decoder_layers(model):
-        wrapper = getattr(layer, "_seektune_offloaded", None)
-        if wrapper is not None:
-            wrapper.run = torch.compile(wrapper.run, dynamic=True)
-            count += 1
-    return count
+    return len(wrap_layer_forwards(model, lambda layer, _index: OffloadedLayer(layer, ledger)))

@@ -320,12 +320,9 @@ def compile_layers(model) -> int:
     when steps are short. With gradient checkpointing, transformers' checkpoint stays around each compiled layer:
     tracing it inside the graph measured no faster and kept 2 GiB more on the MoE shape (bench/RESULTS.md,
     session 5). Returns how many layers were compiled."""
-    from seektune.training.offload import compile_offloaded
+    from seektune.training.layer_wrap import compile_wrapped
 
-    from seektune.training.layer_graphs import compile_graphed
-
-    # Offloaded and graphed checkpointing compile what runs inside their own autograd nodes.
-    wrapped = compile_offloaded(model) or compile_graphed(model)
+    wrapped = compile_wrapped(model)  # offloaded and graphed checkpointing compile inside their own autograd nodes
     if wrapped:
         return wrapped
     layers = decoder_layers(model)

@@ -1,0 +1,46 @@
+"""Decoder layers whose forward seektune replaces by its own checkpointing node (offloaded or CUDA-graphed).
+
+Both wrappers take over from transformers' checkpointing wrapper, run the layer class's own forward inside their
+autograd node, and can compile what they run; this is the part they share.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from seektune.training.speed import decoder_layers
+
+WRAPPER = "_seektune_checkpointing"  # the attribute of a layer that holds its wrapper
+
+
+def plain_forward(layer):
+    """The layer class's forward without transformers' checkpointing wrapper (transformers >= 5.2x wraps forward)."""
+    forward = type(layer).forward
+    if forward.__name__ == "forward_with_checkpointing":
+        forward = forward.__wrapped__
+    return forward.__get__(layer)
+
+
+def wrap_layer_forwards(model, make) -> list:
+    """Replace each decoder layer's forward by `make(layer, index)`; returns the wrappers."""
+    wrappers = []
+    for index, layer in enumerate(decoder_layers(model)):
+        layer.gradient_checkpointing = False  # transformers' own wrapper steps aside
+        wrapper = make(layer, index)
+        setattr(layer, WRAPPER, wrapper)
+        layer.forward = wrapper
+        wrappers.append(wrapper)
+    return wrappers
+
+
+def layer_wrappers(model) -> list:
+    """The wrappers installed by wrap_layer_forwards ([] when the layers run as transformers made them)."""
+    return [w for w in (getattr(layer, WRAPPER, None) for layer in decoder_layers(model)) if w is not None]
+
+
+def compile_wrapped(model) -> int:
+    """Compile what each wrapper runs (its checkpointing node stays outside the graph). Returns how many."""
+    wrappers = layer_wrappers(model)
+    for wrapper in wrappers:
+        wrapper.run = torch.compile(wrapper.run, dynamic=True)
+    return len(wrappers)
