@@ -91,7 +91,9 @@ def _train(model, steps=STEPS, device="cpu"):
     opt = torch.optim.SGD(params, lr=0.5)
     out = []
     for i, lengths in enumerate(steps):
-        loss = model(**_packed(lengths, seed=i, device=device)).loss
+        batch = _packed(lengths, seed=i, device=device)
+        # as the Trainer does: the token count reaches every layer's kwargs, and changes every step
+        loss = model(**batch, num_items_in_batch=int((batch["labels"] != -100).sum())).loss
         loss.backward()
         out.append((loss.detach().clone(), [p.grad.clone() for p in params]))
         opt.step()

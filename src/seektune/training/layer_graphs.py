@@ -34,6 +34,9 @@ from seektune.training.layer_wrap import layer_wrappers, plain_forward, wrap_lay
 
 _BOUNDARY_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k")
 _LENGTH_KEYS = ("max_length_q", "max_length_k")
+# Loss arguments that transformers passes down through every layer unused: a graph must neither read nor key on
+# them (the Trainer's token count changes every step).
+_UNUSED_BY_LAYERS = ("num_items_in_batch",)
 
 
 def bucket_length(tokens: int) -> int:
@@ -129,7 +132,7 @@ class GraphBook:
     def step_inputs(self, key, tokens: int, kwargs: dict) -> dict:
         """The layer kwargs padded to the bucket, in buffers every graph of the bucket reads; copied in once per
         step (every layer of a step gets the same tensors)."""
-        padded_len, samples, _ = key
+        padded_len, samples = key[:2]
         static = self.steps.get(key)
         if static is None:
             static = self.steps[key] = {name: _empty_like_padded(value, name, padded_len, samples)
@@ -153,7 +156,7 @@ def _empty_like_padded(value, name: str, padded_len: int, samples: int):
         return padded_len  # an upper bound: the kernel's grid covers it, blocks past a sample's end return at once
     if isinstance(value, tuple):
         return tuple(_empty_like_padded(v, name, padded_len, samples) for v in value)
-    if isinstance(value, torch.Tensor) and value.dim() == 0:  # e.g. num_items_in_batch, which layers pass along
+    if isinstance(value, torch.Tensor) and value.dim() == 0:  # a scalar some model passes to its layers
         return value.new_zeros(())
     if isinstance(value, torch.Tensor):  # (1, tokens, ...): position ids and rotary embeddings
         return value.new_zeros(value.shape[0], padded_len, *value.shape[2:])
@@ -227,6 +230,8 @@ class GraphedLayer:
         kwargs.pop("past_key_values", None)
         if "use_cache" in kwargs:
             kwargs["use_cache"] = False
+        for name in _UNUSED_BY_LAYERS:
+            kwargs.pop(name, None)
         if self.params is None:  # the layer's modules are fixed once training starts
             self.params, self.slots = _trainable_slots(self.layer)
             self.param_grads = [torch.zeros_like(p) for p in self.params]
@@ -251,11 +256,13 @@ class GraphedLayer:
         book, i = self.book, self.index
         tokens = hidden.shape[1]
         padded = bucket_length(tokens)
-        # Graphs bake in plain values (flags, ints) and which tensors they read: both are part of the key.
-        # cu_seq_lens has samples + 1 entries, which is also the sample count with the pad sample.
+        # Graphs bake in plain values (flags, ints), which tensors they read and the autocast state: all part of
+        # the key. cu_seq_lens has samples + 1 entries, which is also the sample count with the pad sample.
+        kind = hidden.device.type
         plain = tuple(sorted((n, "<tensor>" if _is_tensors(v) else v) for n, v in kwargs.items()
                              if n not in _LENGTH_KEYS))
-        key = (padded, bucket_boundaries(kwargs["cu_seq_lens_q"].shape[0]), plain)
+        amp = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+        key = (padded, bucket_boundaries(kwargs["cu_seq_lens_q"].shape[0]), plain, amp)
         if key in book.failed:
             raise _CaptureFailed(book.failed[key])
         book.ensure_capacity(padded, hidden)
