@@ -170,6 +170,12 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "system": _system_info(),
     }
     info.update(after_training())  # closes tracker runs; adds peak memory and fuller system details
+    graphs = info["layer_graphs"]
+    if graphs and graphs["tokens"]:
+        console.print(f"[dim]CUDA-graphed layers: {graphs['captures']} captures (one per layer and row-length bucket); pad tokens "
+                      f"{graphs['pad_tokens'] / (graphs['tokens'] + graphs['pad_tokens']):.1%} of the rows[/dim]")
+    for reason in (graphs or {}).get("failed", []):
+        console.print(f"[yellow]a row-length bucket ran without CUDA graphs: {reason}[/yellow]")
     if trainer.guard.stopped_at is not None:
         info["status"] = f"stopped: {trainer.guard.consecutive} non-finite steps in a row"
         (work / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
