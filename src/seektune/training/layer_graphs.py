@@ -357,7 +357,7 @@ class GraphedLayer:
                 cause = cause.__context__
             where = "".join(traceback.format_tb(cause.__traceback__)[-3:])
             raise _CaptureFailed(f"CUDA graph capture of layer {i} failed for rows of {padded} tokens, "
-                                 f"{key[1]} samples ({str(cause).splitlines()[0]}) in\n{where}") from e
+                                 f"{key[1]} samples ({(str(cause).splitlines() or [repr(cause)])[0]}) in\n{where}") from e
         book.captures += 1
         return _Entry(fwd, bwd)
 
