@@ -14,6 +14,9 @@ path, and Unsloth, on random-initialised models with real shapes and real variab
   # where the time goes on a shallow model of the same width: GPU kernels and host ops (--profile), and the
   # Python hot spots plus a gzipped Chrome trace of one step (SEEKTUNE_BENCH_TRACE=DIR)
   SEEKTUNE_BENCH_TRACE=out/trace python bench/train_speed.py run --models v2lite --layers 6 --tools seektune --profile
+  # the steady state of a long run (tools that compile or capture graphs per row length have seen every length):
+  # the steps go round 20 batches, the first 20 steps are the warm-up
+  python bench/train_speed.py run --models v2lite --tools hf,seektune,seektune-nographs --ckpt on --cycle 20 --warmup 20 --steps 20
 
 Every tool trains the same samples in the same order from the same weights with the same LoRA (r=16, alpha=32,
 dropout 0, attention + MLP projections), fused AdamW 2e-4, one optimizer step per batch. tokens/s counts real
