@@ -1,9 +1,9 @@
 """The fast path: padding-free packing, FlashAttention on packed rows, compiled decoder layers, a fused
-linear+cross-entropy loss, Liger's fused kernels.
+linear+cross-entropy loss, Liger's fused kernels, checkpointed layers as CUDA graphs.
 
 Each switch is decided once, from `train.packing`, `train.attention`, `train.compile`, `train.fused_loss`,
-`train.liger`, `train.fused_lora` and `train.offload_checkpoints` ("auto" = on where it is correct and pays: on a CUDA
-GPU), and recorded in run.json. None of them changes the loss: packed rows carry the same tokens and the same
+`train.liger`, `train.fused_lora`, `train.offload_checkpoints` and `train.cuda_graphs` ("auto" = on where it is
+correct and pays: on a CUDA GPU), and recorded in run.json. None of them changes the loss: packed rows carry the same tokens and the same
 supervised labels as padded batches, and the position ids restart at every sample so no sample attends to another
 (transformers turns restarting position ids into a block-diagonal mask for sdpa/eager; the varlen kernel below gets
 the sample boundaries directly).
