@@ -137,6 +137,32 @@ def test_gradients_of_two_micro_batches_add_up():
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
+def test_a_trainer_run_with_graphed_layers_ends_at_the_same_weights(tmp_path):
+    """transformers' Trainer as `seektune train` drives it (packed collator, the token count passed to the model,
+    gradient clipping, a scheduler): the same LoRA weights after four steps with and without graphs."""
+    from transformers import Trainer, TrainingArguments
+
+    from seektune.training.speed import packed_collator
+
+    g = torch.Generator().manual_seed(7)
+    rows = [torch.randint(0, 128, (n,), generator=g).tolist() for n in (30, 20, 17, 9, 22, 40, 3, 11, 7, 25, 12, 33)]
+    data = [{"input_ids": ids, "labels": ids} for ids in rows]
+    finals = []
+    for graphed in (False, True):
+        model = _tiny_moe()
+        if graphed:
+            graph_layers(model)
+        args = TrainingArguments(output_dir=str(tmp_path / str(graphed)), per_device_train_batch_size=3, max_steps=4,
+                                 learning_rate=1e-2, max_grad_norm=1.0, lr_scheduler_type="linear", use_cpu=True,
+                                 report_to="none", save_strategy="no", logging_steps=1, seed=0, data_seed=0,
+                                 remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True)
+        Trainer(model=model, args=args, train_dataset=data, data_collator=packed_collator()).train()
+        finals.append([p.detach().clone() for p in model.parameters() if p.requires_grad])
+    assert graph_stats(model)["captures"] > 0 and not graph_stats(model)["failed"]
+    for a, b in zip(*finals, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
 def test_graphed_layers_pass_rows_between_layers_without_copies():
     """Layer i's output is a view of layer i+1's input buffer: only the first layer copies its row in."""
     model = _tiny_moe()
