@@ -153,7 +153,8 @@ def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, packing: bool, at
                          "on the host instead")
             return False
         if needs:
-            notes.append("MoE layers could run as CUDA graphs (faster: bench/RESULTS.md) with " + " and ".join(needs))
+            notes.append("MoE layers could run as CUDA graphs with " + " and ".join(needs) + " (1.77x compiled "
+                         "layers on the V2-Lite shape, both checkpointed: bench/RESULTS.md)")
             return False
         return True
     if asked and needs:
