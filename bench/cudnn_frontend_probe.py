@@ -45,6 +45,8 @@ import sys
 import time
 import traceback
 
+from cudnn_varlen_probe import varlen_flash  # the same FlashAttention baseline as the ATen probe (bench/ is on the path)
+
 LONG = [700, 1000, 348]  # the row of steps 1-3 (2048 tokens)
 WIDTHS = {"7B": (32, 128, 128), "V2-Lite": (16, 192, 128)}  # heads, d_qk, d_v
 TOL = 0.05  # max error relative to the reference's largest value; bf16 gives ~0.01 (torch's cuDNN forward: 0.0025)
@@ -508,26 +510,6 @@ def last_error(cudnn):
         return cudnn.get_last_error_string()[-600:]
     except Exception:
         return None
-
-
-def varlen_flash(q, k, v, cu, max_len, go):
-    """-> fn() running torch's varlen FlashAttention forward+backward as seektune does (v padded to d_qk)."""
-    import torch
-    from torch.nn.attention.varlen import varlen_attn
-
-    dqk, dv = q.shape[-1], v.shape[-1]
-    v_pad = torch.nn.functional.pad(v, (0, dqk - dv)) if dv != dqk else v  # FlashAttention needs one width
-    qs, ks, vs = (x.detach().clone().requires_grad_(True) for x in (q, k, v_pad))
-    go_pad = torch.nn.functional.pad(go, (0, dqk - dv)) if dv != dqk else go
-
-    def flash():
-        try:
-            out = varlen_attn(qs, ks, vs, cu, cu, max_len, max_len, is_causal=True)
-        except TypeError:  # later torch: causal is a (-1, 0) window
-            out = varlen_attn(qs, ks, vs, cu, cu, max_len, max_len, window_size=(-1, 0))
-        out.backward(go_pad)
-
-    return flash
 
 
 def part_time(spec, emit) -> dict:

@@ -341,20 +341,12 @@ def custom_op_check(case, lse_layout, lse_dtype, seed_meta, offset_meta, variant
     return result
 
 
-def time_one(row_name, label, variant):
-    """Forward+backward of one TIMING_ROWS row, ms, or the error as a string."""
+def varlen_flash(q, k, v, cu, max_len, go):
+    """-> fn() running torch's varlen FlashAttention forward+backward as seektune does (v padded to d_qk)."""
     import torch
     from torch.nn.attention.varlen import varlen_attn
 
-    name, lengths, heads, dqk, dv = next(r for r in TIMING_ROWS if r[0] == row_name)
-    q, k, v, cu = packed(lengths, heads, dqk, dv, "cuda", seed=1)
-    max_len, scale = max(lengths), dqk ** -0.5
-    go = torch.randn(q.shape[0], heads, dv, device="cuda", dtype=torch.bfloat16)
-
-    def cudnn():
-        out, lse, seed, offset = cudnn_forward(q, k, v, cu, max_len, scale)
-        cudnn_backward(go, q, k, v, out, lse, seed, offset, cu, max_len, scale, variant)
-
+    dqk, dv = q.shape[-1], v.shape[-1]
     v_pad = torch.nn.functional.pad(v, (0, dqk - dv)) if dv != dqk else v  # FlashAttention needs one width
     qs, ks, vs = (x.detach().clone().requires_grad_(True) for x in (q, k, v_pad))
     go_pad = torch.nn.functional.pad(go, (0, dqk - dv)) if dv != dqk else go
@@ -366,7 +358,22 @@ def time_one(row_name, label, variant):
             out = varlen_attn(qs, ks, vs, cu, cu, max_len, max_len, window_size=(-1, 0))
         out.backward(go_pad)
 
-    fn = {"cudnn_packed": cudnn, "varlen_flash": flash}[label]
+    return flash
+
+
+def time_one(row_name, label, variant):
+    """Forward+backward of one TIMING_ROWS row, ms, or the error as a string."""
+    import torch
+    name, lengths, heads, dqk, dv = next(r for r in TIMING_ROWS if r[0] == row_name)
+    q, k, v, cu = packed(lengths, heads, dqk, dv, "cuda", seed=1)
+    max_len, scale = max(lengths), dqk ** -0.5
+    go = torch.randn(q.shape[0], heads, dv, device="cuda", dtype=torch.bfloat16)
+
+    def cudnn():
+        out, lse, seed, offset = cudnn_forward(q, k, v, cu, max_len, scale)
+        cudnn_backward(go, q, k, v, out, lse, seed, offset, cu, max_len, scale, variant)
+
+    fn = {"cudnn_packed": cudnn, "varlen_flash": varlen_flash(q, k, v, cu, max_len, go)}[label]
     try:
         for _ in range(3):
             fn()

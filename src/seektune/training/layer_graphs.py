@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from seektune.training.layer_wrap import layer_wrappers, plain_forward, wrap_layer_forwards
+from seektune.training.layer_wrap import CheckpointedLayer, layer_wrappers, wrap_layer_forwards
 
 _BOUNDARY_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k")
 _LENGTH_KEYS = ("max_length_q", "max_length_k")
@@ -204,32 +204,22 @@ def unsupported(hidden, kwargs: dict) -> Optional[str]:
     return None
 
 
-class GraphedLayer:
+class GraphedLayer(CheckpointedLayer):
     """The forward of one decoder layer: graphed checkpointing while training, plain otherwise."""
 
+    kind = "graphed"
+
     def __init__(self, layer, index: int, book: GraphBook):
-        self.layer = layer
+        super().__init__(layer)
         self.index = index
         self.book = book
-        self.run = plain_forward(layer)
         self.entries: dict = {}
         self.params: Optional[list] = None
         self.slots: list = []  # (module, attribute, index into params) for every place a trainable tensor sits
         self.param_grads: list = []
         self.dropout: Optional[str] = None  # why dropout rules graphs out, if it does
 
-    def __call__(self, *args, **kwargs):
-        if args:
-            hidden, args = args[0], args[1:]
-        else:
-            hidden = kwargs.pop("hidden_states")
-        if args:
-            raise TypeError(f"{type(self.layer).__name__}: unexpected positional arguments for graphed checkpointing")
-        if not (self.layer.training and torch.is_grad_enabled()):
-            return self.run(hidden, **kwargs)
-        kwargs.pop("past_key_values", None)
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
+    def checkpointed(self, hidden, kwargs: dict):
         for name in _UNUSED_BY_LAYERS:
             kwargs.pop(name, None)
         if self.params is None:  # the layer's modules are fixed once training starts

@@ -21,6 +21,36 @@ def plain_forward(layer):
     return forward.__get__(layer)
 
 
+class CheckpointedLayer:
+    """The forward of one decoder layer, as a wrapper installs it: plain outside training, the subclass's own
+    checkpointing (`checkpointed`) while training. `run` is the layer's own forward, or its compiled version
+    (compile_wrapped)."""
+
+    kind = "seektune"  # named in errors
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.run = plain_forward(layer)
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            hidden, args = args[0], args[1:]
+        else:
+            hidden = kwargs.pop("hidden_states")
+        if args:  # positional extras are not part of the decoder-layer protocol this wraps
+            raise TypeError(f"{type(self.layer).__name__}: unexpected positional arguments for {self.kind} "
+                            "checkpointing")
+        if not (self.layer.training and torch.is_grad_enabled()):
+            return self.run(hidden, **kwargs)
+        kwargs.pop("past_key_values", None)  # the recomputation must not write the cache a second time
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
+        return self.checkpointed(hidden, kwargs)
+
+    def checkpointed(self, hidden, kwargs: dict):
+        raise NotImplementedError
+
+
 def wrap_layer_forwards(model, make) -> list:
     """Replace each decoder layer's forward by `make(layer, index)`; returns the wrappers."""
     wrappers = []

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 import torch
 
-from seektune.training.layer_wrap import plain_forward, wrap_layer_forwards
+from seektune.training.layer_wrap import CheckpointedLayer, wrap_layer_forwards
 
 
 class _Slot:
@@ -109,28 +109,17 @@ class _OffloadedCheckpoint(torch.autograd.Function):
         return None, None, None, None, hidden.grad if ctx.needs_input_grad[4] else None
 
 
-class OffloadedLayer:
-    """The forward of one decoder layer: checkpointed through the host while training, plain otherwise. `run` is the
-    layer's own forward, or its compiled version (layer_wrap.compile_wrapped)."""
+class OffloadedLayer(CheckpointedLayer):
+    """The forward of one decoder layer: checkpointed through the host while training, plain otherwise."""
+
+    kind = "offloaded"
 
     def __init__(self, layer, ledger: HostLedger):
-        self.layer = layer
-        self.run = plain_forward(layer)
+        super().__init__(layer)
         self.ledger = ledger
         self.anchor = torch.empty(0, requires_grad=True)  # the node gets a backward even if no input needs one
 
-    def __call__(self, *args, **kwargs):
-        if args:
-            hidden, args = args[0], args[1:]
-        else:
-            hidden = kwargs.pop("hidden_states")
-        if args:  # positional extras are not part of the decoder-layer protocol this wraps
-            raise TypeError(f"{type(self.layer).__name__}: unexpected positional arguments for offloaded checkpointing")
-        if not (self.layer.training and torch.is_grad_enabled()):
-            return self.run(hidden, **kwargs)
-        kwargs.pop("past_key_values", None)  # the recomputation must not write the cache a second time
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
+    def checkpointed(self, hidden, kwargs: dict):
         return _OffloadedCheckpoint.apply(self.run, self.ledger, kwargs, self.anchor, hidden)
 
 
