@@ -90,8 +90,8 @@ class GraphBook:
     """What the graphed layers of one model share: the checkpoint and gradient buffers, the padded per-step inputs,
     the memory pool and counters."""
 
-    def __init__(self, layers: list):
-        self.layers = layers
+    def __init__(self):
+        self.layers: list = []  # the GraphedLayer of every decoder layer, in order
         self.capacity = 0  # tokens the buffers hold
         self.x: list[torch.Tensor] = []  # x[i]: layer i's input (its checkpoint); x[L]: the last output
         self.grads: list[torch.Tensor] = []  # two, alternating between layers
@@ -101,7 +101,7 @@ class GraphBook:
         self.captures = 0
         self.pad_tokens = 0
         self.tokens = 0
-        self.owner: list = [None] * len(layers)  # which forward pass each checkpoint belongs to
+        self.owner: dict = {}  # layer index -> the forward pass its checkpoint belongs to
         self.failed: dict = {}  # bucket key -> why its capture failed (that bucket runs without graphs)
         self.noted: set = set()
 
@@ -283,7 +283,7 @@ class GraphedLayer(CheckpointedLayer):
 
     def backward_pass(self, grad, key, copied: bool, token):
         book, i = self.book, self.index
-        if book.owner[i] is not token:
+        if book.owner.get(i) is not token:
             raise RuntimeError("graphed decoder layers: a second forward pass ran before this one's backward and "
                                "overwrote its checkpoints; set train.cuda_graphs=false for this training loop")
         tokens, padded = grad.shape[1], key[0]
@@ -415,9 +415,8 @@ class _GraphedCheckpoint(torch.autograd.Function):
 
 def graph_layers(model) -> int:
     """Replace torch's checkpointing of each decoder layer by the graphed one. Returns how many layers."""
-    book = GraphBook([])
+    book = GraphBook()
     book.layers = wrap_layer_forwards(model, lambda layer, index: GraphedLayer(layer, index, book))
-    book.owner = [None] * len(book.layers)
     return len(book.layers)
 
 

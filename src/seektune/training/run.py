@@ -27,6 +27,7 @@ from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSi
 from seektune.models.vl import make_collator
 from seektune.training.collate import SampleDataset
 from seektune.training.guards import out_of_memory_error
+from seektune.training.layer_graphs import graph_stats
 from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
 from seektune.training.offload import offload_layer_inputs
 from seektune.training.paths import check_output_path
@@ -164,7 +165,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         "resumed_from": str(checkpoint) if checkpoint else None,
         "train_loss": result.training_loss,
         "fast_path": fast.to_dict(),
-        "layer_graphs": _graph_summary(model),
+        "layer_graphs": graph_stats(model),  # captures and pad tokens of CUDA-graphed layers, or None
         "non_finite_steps_skipped": trainer.guard.total,
         "seconds": round(time.time() - started, 1),
         "system": _system_info(),
@@ -172,8 +173,9 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     info.update(after_training())  # closes tracker runs; adds peak memory and fuller system details
     graphs = info["layer_graphs"]
     if graphs and graphs["tokens"]:
-        console.print(f"[dim]CUDA-graphed layers: {graphs['captures']} captures (one per layer and row-length bucket); pad tokens "
-                      f"{graphs['pad_tokens'] / (graphs['tokens'] + graphs['pad_tokens']):.1%} of the rows[/dim]")
+        pad_share = graphs["pad_tokens"] / (graphs["tokens"] + graphs["pad_tokens"])
+        console.print(f"[dim]CUDA-graphed layers: {graphs['captures']} captures (one per layer and row-length "
+                      f"bucket); pad tokens {pad_share:.1%} of the rows[/dim]")
     for reason in (graphs or {}).get("failed", []):
         console.print(f"[yellow]a row-length bucket ran without CUDA graphs: {reason}[/yellow]")
     if trainer.guard.stopped_at is not None:
@@ -335,10 +337,3 @@ def _system_info() -> dict:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
     }
     return info
-
-
-def _graph_summary(model):
-    """Captures and pad tokens of CUDA-graphed layers (None when the layers ran without graphs)."""
-    from seektune.training.layer_graphs import graph_stats
-
-    return graph_stats(model)
