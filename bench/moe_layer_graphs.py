@@ -14,6 +14,11 @@ timed loops without synchronisation inside, i.e. the throughput a training loop 
 difference of each variant against eager.
 
   python bench/moe_layer_graphs.py            # on the GPU machine; on a CPU only eager and compiled run
+  python bench/moe_layer_graphs.py --kernels  # instead: where the GPU time of one pass goes, eager and compiled
+
+With --kernels the JSON holds, for eager and compiled code, the GPU time of one forward+backward pass summed by
+kind of kernel (GEMMs, grouped GEMMs, attention, Triton-fused, element-wise, copies, routing) and the heaviest
+kernels by name. A graph of the eager code runs the eager kernels, so its GPU time is the eager column's total.
 """
 
 from __future__ import annotations
@@ -97,6 +102,42 @@ def timed(fn, hidden, go, iters: int, sync) -> float:
     return round(statistics.median(samples), 3)
 
 
+KINDS = (  # first match wins; names as cuBLAS, CUTLASS, FlashAttention, Inductor and ATen give them
+    ("grouped_gemm", ("grouped", "group_gemm", "_mm_grouped")),
+    ("gemm", ("gemm", "nvjet", "cutlass", "sm90_xmma", "wgmma", "cublas", "splitk")),
+    ("attention", ("flash", "fmha", "attention")),
+    ("triton_fused", ("triton_",)),
+    ("copy", ("copy", "memcpy", "memset", "cat", "transpose")),
+    ("routing", ("sort", "topk", "scatter", "gather", "index", "histc", "bincount", "cumsum", "nonzero", "argsort")),
+    ("reduce", ("reduce", "softmax", "norm")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled")),
+)
+
+
+def kernel_breakdown(fn, hidden, go, passes: int = 5) -> dict:
+    """GPU microseconds of one forward+backward pass, by kind of kernel, and the 12 heaviest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(passes):
+            fn(hidden).backward(go)
+        torch.cuda.synchronize()
+    by_name: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            by_name[event.name] = by_name.get(event.name, 0.0) + event.time_range.elapsed_us() / passes
+    kinds: dict[str, float] = {}
+    for name, us in by_name.items():
+        low = name.lower()
+        kind = next((k for k, keys in KINDS if any(key in low for key in keys)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + us
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
+    return {"total_us": round(sum(by_name.values()), 1), "kernels": len(by_name),
+            "by_kind_us": {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "top_us": {name[:120]: round(us, 1) for name, us in top}}
+
+
 def main() -> None:
 
     cuda = torch.cuda.is_available()
@@ -136,6 +177,18 @@ def main() -> None:
         return lambda h: fn(h, *rot)
 
     variants["compiled"] = compiled_fn
+    if "--kernels" in sys.argv:
+        for name in ("eager", "compiled"):
+            try:
+                fn = variants[name]()
+                for _ in range(3):
+                    fn(hidden).backward(go)
+                report["ms"][name] = kernel_breakdown(fn, hidden, go) if cuda else "needs a GPU"
+            except Exception:
+                report["ms"][name] = "error: " + traceback.format_exc(limit=4)[-1200:]
+            print(f"{name}: {report['ms'][name]}", file=sys.stderr, flush=True)
+        print(json.dumps(report, indent=1))
+        return
     if cuda:
         def graphed(compile_first: bool):
             def make():
