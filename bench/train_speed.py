@@ -507,8 +507,12 @@ def run_worker(name, tool, ckpt, folder, args) -> dict:
         cmd += ["--cap-gib", str(args.cap_gib), "--lengths", args.lengths, "--step-limit", str(args.step_limit)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"model": name, "tool": tool, "ckpt": ckpt, "error": f"timed out after {args.timeout} s"}
+    except subprocess.TimeoutExpired as exc:
+        # keep what the worker said it got through (the maxlen ladder prints each length that fit)
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        done = [line for line in said.splitlines() if " fit (" in line]
+        return {"model": name, "tool": tool, "ckpt": ckpt, "error": f"timed out after {args.timeout} s",
+                **({"progress": done} if done else {})}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])

@@ -129,8 +129,11 @@ def test_auto_switches(smol_dir):
     assert moe.offload_checkpoints is False and any("MoE" in n for n in moe.notes)
     assert decide(TrainSection(gradient_checkpointing=True, offload_checkpoints=True), moe_cfg,
                   "cuda").offload_checkpoints is True
-    # CUDA-graphed checkpointed layers: MoE on a GPU, with checkpointing and without dropout; they replace compiling
-    assert (moe.cuda_graphs, moe.compile, gpu.cuda_graphs, cpu.cuda_graphs) == (True, False, False, False)
+    # CUDA-graphed checkpointed layers: MoE on a GPU, with checkpointing and without dropout; the graphs replay
+    # compiled layers unless train.compile=false
+    assert (moe.cuda_graphs, moe.compile, gpu.cuda_graphs, cpu.cuda_graphs) == (True, True, False, False)
+    eager_graphs = decide(TrainSection(gradient_checkpointing=True, compile=False), moe_cfg, "cuda")
+    assert (eager_graphs.cuda_graphs, eager_graphs.compile) == (True, False)
     dropout = decide(TrainSection(gradient_checkpointing=True), moe_cfg, "cuda", lora_dropout=0.05)
     assert (dropout.cuda_graphs, dropout.compile) == (False, True)
     assert any("lora.dropout=0" in n for n in dropout.notes)

@@ -123,9 +123,8 @@ def decide(train_cfg, model_config, device_type: str, lora_dropout: float = 0.0)
         if train_cfg.offload_checkpoints is True:
             raise ValueError("train.cuda_graphs and train.offload_checkpoints cannot both be on: set one to false")
         offload = False
-        # Graphs of the eager layers measured faster than compiled layers (bench/RESULTS.md, session 6); compiled
-        # code inside the graphs only when asked for (train.compile=true), not measured yet.
-        compile_ = train_cfg.compile is True
+        # compile_ stays as decided above: compiled layers replayed as graphs measured 1.56x graphs of the eager
+        # layers on the V2-Lite shape (bench/RESULTS.md, session 7), at the price of ~2 min of compilation.
     return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
                     fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload, cuda_graphs=graphs)
 
