@@ -137,7 +137,17 @@ def test_auto_switches(smol_dir):
     dropout = decide(TrainSection(gradient_checkpointing=True), moe_cfg, "cuda", lora_dropout=0.05)
     assert (dropout.cuda_graphs, dropout.compile) == (False, True)
     assert any("lora.dropout=0" in n for n in dropout.notes)
-    assert decide(TrainSection(), moe_cfg, "cuda").cuda_graphs is False  # nothing checkpointed, nothing to graph
+    # Checkpointing: auto = on for MoE on a GPU where the graphs can run (they need it), off for dense models and
+    # on the CPU; an explicit false wins, and then there is nothing to graph.
+    auto_moe, auto_dense = decide(TrainSection(), moe_cfg, "cuda"), decide(TrainSection(), cfg, "cuda")
+    assert (auto_moe.gradient_checkpointing, auto_moe.cuda_graphs, auto_moe.compile) == (True, True, True)
+    assert any("gradient checkpointing on for this MoE model" in n for n in auto_moe.notes)
+    assert (auto_dense.gradient_checkpointing, auto_dense.offload_checkpoints) == (False, False)
+    assert decide(TrainSection(), moe_cfg, "cpu").gradient_checkpointing is False
+    assert decide(TrainSection(), moe_cfg, "cuda", lora_dropout=0.05).gradient_checkpointing is False
+    assert decide(TrainSection(cuda_graphs=False), moe_cfg, "cuda").gradient_checkpointing is False
+    off = decide(TrainSection(gradient_checkpointing=False), moe_cfg, "cuda")
+    assert (off.gradient_checkpointing, off.cuda_graphs) == (False, False)  # nothing checkpointed, nothing to graph
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         decide(TrainSection(gradient_checkpointing=True, cuda_graphs=True), moe_cfg, "cpu")
     with pytest.raises(ValueError, match="cannot both be on"):

@@ -130,6 +130,8 @@ def _check_speed_switches(cfg: RunConfig, model_config, pf: Preflight) -> None:
     try:
         pf.fast_path = decide(cfg.train, model_config, "cuda" if torch.cuda.is_available() else "cpu",
                               lora_dropout=cfg.lora.dropout)
+        # everything after this (loading, memory estimate, reports, advice) reads the resolved setting
+        cfg.train.gradient_checkpointing = pf.fast_path.gradient_checkpointing
     except ValueError as e:
         pf.problems.append(str(e))
 
@@ -240,7 +242,7 @@ def estimate_memory(cfg: RunConfig, model_config, total_params: int, trainable: 
     tokens = cfg.train.per_device_batch_size * seq
     # Per token and layer, a transformer block keeps ~34 * hidden bytes of activations at 16 bits
     # (Korthikanti et al. 2022, without attention recomputation); checkpointing keeps only the layer input.
-    per_layer = (34 * hidden * b // 2) if not cfg.train.gradient_checkpointing else (hidden * b + 34 * hidden * b // 2 // max(layers, 1))
+    per_layer = (34 * hidden * b // 2) if cfg.train.gradient_checkpointing is not True else (hidden * b + 34 * hidden * b // 2 // max(layers, 1))
     activations = tokens * layers * per_layer
     host = 0
     if fast is not None and fast.offload_checkpoints:
@@ -281,7 +283,7 @@ def oom_advice(cfg: RunConfig) -> str:
         f"lower train.per_device_batch_size (now {t.per_device_batch_size}) and raise train.gradient_accumulation "
         f"(now {t.gradient_accumulation}) to keep the effective batch",
     ]
-    if not t.gradient_checkpointing:
+    if t.gradient_checkpointing is not True:
         tips.append("set train.gradient_checkpointing=true")
     tips.append(f"lower data.max_length (now {cfg.data.max_length})")
     if cfg.model.load_in != "4bit":

@@ -34,6 +34,7 @@ class FastPath:
     fused_lora: bool = False
     offload_checkpoints: bool = False
     cuda_graphs: bool = False
+    gradient_checkpointing: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +51,8 @@ class FastPath:
             parts.append("fused linear+cross-entropy")
         if self.fused_lora:
             parts.append("one-node LoRA linears")
+        if self.gradient_checkpointing:
+            parts.append("gradient checkpointing")
         if self.offload_checkpoints:
             parts.append("checkpointed layer inputs in CPU memory")
         if self.cuda_graphs:
@@ -109,16 +112,17 @@ def decide(train_cfg, model_config, device_type: str, lora_dropout: float = 0.0)
     compile_ = on_gpu if train_cfg.compile == "auto" else train_cfg.compile
     fused_loss = _decide_fused_loss(train_cfg.fused_loss, liger, on_gpu, model_config, notes)
     fused_lora = on_gpu if train_cfg.fused_lora == "auto" else train_cfg.fused_lora
+    ckpt = _decide_checkpointing(train_cfg, model_config, on_gpu, packing, attention, lora_dropout, notes)
     offload = train_cfg.offload_checkpoints
     if offload == "auto":
         # Measured free on dense shapes (bench/RESULTS.md, session 4) and 15% slower on the V2-Lite MoE shape, whose
         # short steps are host-bound (session 5), so MoE stays on torch's checkpointing.
         offload = on_gpu and not _has_routed_experts(model_config)
-        if offload is False and on_gpu and train_cfg.gradient_checkpointing:
+        if offload is False and on_gpu and ckpt:
             notes.append("checkpointed layer inputs stay on the GPU for MoE models (train.offload_checkpoints=true "
                          "moves them to CPU memory)")
-    offload = bool(train_cfg.gradient_checkpointing and offload)
-    graphs = _decide_cuda_graphs(train_cfg, model_config, on_gpu, packing, attention, lora_dropout, notes)
+    offload = bool(ckpt and offload)
+    graphs = _decide_cuda_graphs(train_cfg, model_config, on_gpu, ckpt, packing, attention, lora_dropout, notes)
     if graphs:
         if train_cfg.offload_checkpoints is True:
             raise ValueError("train.cuda_graphs and train.offload_checkpoints cannot both be on: set one to false")
@@ -126,11 +130,30 @@ def decide(train_cfg, model_config, device_type: str, lora_dropout: float = 0.0)
         # compile_ stays as decided above: compiled layers replayed as graphs measured 1.56x graphs of the eager
         # layers on the V2-Lite shape (bench/RESULTS.md, session 7), at the price of ~2 min of compilation.
     return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
-                    fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload, cuda_graphs=graphs)
+                    fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload, cuda_graphs=graphs,
+                    gradient_checkpointing=ckpt)
 
 
-def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, packing: bool, attention: str, lora_dropout: float,
-                        notes: list[str]) -> bool:
+def _decide_checkpointing(train_cfg, model_config, on_gpu: bool, packing: bool, attention: str, lora_dropout: float,
+                          notes: list[str]) -> bool:
+    """Auto = on where it lets a MoE model's layers run as CUDA graphs: on the V2-Lite shape that trained 1.42x as
+    fast as the same model without checkpointing (whose compiled layers wait on the host), in 5 GiB less
+    (bench/RESULTS.md, session 7). Dense models keep their activations: there checkpointing only costs time."""
+    asked = train_cfg.gradient_checkpointing
+    if asked != "auto":
+        return bool(asked)
+    graphs_can_run = (packing and attention == VARLEN and lora_dropout == 0
+                      and getattr(train_cfg, "cuda_graphs", "auto") is not False
+                      and train_cfg.offload_checkpoints is not True)
+    if not (on_gpu and _has_routed_experts(model_config) and graphs_can_run):
+        return False
+    notes.append("gradient checkpointing on for this MoE model, so that its layers run as CUDA graphs "
+                 "(train.gradient_checkpointing=false turns both off)")
+    return True
+
+
+def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, ckpt: bool, packing: bool, attention: str,
+                        lora_dropout: float, notes: list[str]) -> bool:
     """Checkpointed layers replayed as CUDA graphs (training/layer_graphs.py): for MoE models, whose steps wait on
     the host launching hundreds of small kernels per layer. They need packed rows with sample boundaries (the
     varlen kernel) and no dropout (a graph replays one mask)."""
@@ -138,7 +161,7 @@ def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, packing: bool, at
     needs = []
     if not on_gpu:
         needs.append("a CUDA GPU")
-    if not train_cfg.gradient_checkpointing:
+    if not ckpt:
         needs.append("train.gradient_checkpointing=true")
     if not packing or attention != VARLEN:
         needs.append("packed rows with the seektune_varlen attention")
