@@ -350,6 +350,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
                    "seektune-nooffload": dict(offload_checkpoints=False), "seektune-offload": dict(offload_checkpoints=True),
                    "seektune-graphs": dict(cuda_graphs=True), "seektune-nographs": dict(cuda_graphs=False),
                    "seektune-graphs-compiled": dict(cuda_graphs=True, compile=True),
+                   "seektune-cudnn": dict(attention="seektune_cudnn"),  # needs nvidia-cudnn-frontend (.whl/cudnn)
                    "seektune-nomlp": {}}
         fast = decide(TrainSection(gradient_checkpointing=ckpt, **variant.get(tool.removesuffix("-4bit"), {})),
                       model.config, device)

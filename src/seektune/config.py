@@ -150,8 +150,10 @@ class TrainSection(_Section):
     packing: Union[bool, Literal["auto"]] = Field(
         "auto", description="padding-free packing: a batch becomes one row, position ids restart per sample"
     )
-    attention: Literal["auto", "sdpa", "eager", "seektune_varlen", "flex_attention"] = Field(
-        "auto", description="attention kernel; auto = FlashAttention varlen on packed rows on a GPU, else sdpa"
+    attention: Literal["auto", "sdpa", "eager", "seektune_varlen", "seektune_cudnn", "flex_attention"] = Field(
+        "auto", description="attention kernel; auto = FlashAttention varlen on packed rows on a GPU, else sdpa; "
+        "seektune_cudnn = cuDNN's fused attention on packed rows (pip install nvidia-cudnn-frontend; not measured "
+        "in training yet)"
     )
     liger: Union[bool, Literal["auto"]] = Field(
         "auto",

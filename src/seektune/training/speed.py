@@ -21,6 +21,8 @@ import torch
 from seektune.training.arch_limits import apply_arch_limits
 
 VARLEN = "seektune_varlen"
+CUDNN = "seektune_cudnn"  # training/cudnn_attention.py
+PACKED_ATTENTION = (VARLEN, CUDNN)  # kernels that take a packed row's sample boundaries, no mask
 
 
 @dataclass
@@ -101,6 +103,16 @@ def decide(train_cfg, model_config, device_type: str, lora_dropout: float = 0.0)
             raise ValueError("train.attention=seektune_varlen needs train.packing on")
         if not on_gpu or torch_varlen_attn() is None:
             raise ValueError("train.attention=seektune_varlen needs a CUDA GPU and torch >= 2.9")
+    if attention == CUDNN:
+        from seektune.training.cudnn_attention import unavailable
+
+        if not packing:
+            raise ValueError("train.attention=seektune_cudnn needs train.packing on")
+        missing = "a CUDA GPU" if not on_gpu else unavailable()
+        if missing:
+            raise ValueError(f"train.attention=seektune_cudnn needs {missing}")
+        if not _varlen_head_dims_ok(model_config):
+            raise ValueError("train.attention=seektune_cudnn: head dims above 256; use train.attention=auto")
 
     # Measured on an H200 (bench/RESULTS.md): Liger slowed every shape down while saving memory, compiled layers
     # sped them up ~1.7x; so auto = compile on a GPU, Liger only when asked for.
@@ -142,7 +154,7 @@ def _decide_checkpointing(train_cfg, model_config, on_gpu: bool, packing: bool, 
     asked = train_cfg.gradient_checkpointing
     if asked != "auto":
         return bool(asked)
-    graphs_can_run = (packing and attention == VARLEN and lora_dropout == 0
+    graphs_can_run = (packing and attention in PACKED_ATTENTION and lora_dropout == 0
                       and getattr(train_cfg, "cuda_graphs", "auto") is not False
                       and train_cfg.offload_checkpoints is not True)
     if not (on_gpu and _has_routed_experts(model_config) and graphs_can_run):
@@ -163,8 +175,8 @@ def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, ckpt: bool, packi
         needs.append("a CUDA GPU")
     if not ckpt:
         needs.append("train.gradient_checkpointing=true")
-    if not packing or attention != VARLEN:
-        needs.append("packed rows with the seektune_varlen attention")
+    if not packing or attention not in PACKED_ATTENTION:
+        needs.append("packed rows with the seektune_varlen (or seektune_cudnn) attention")
     if lora_dropout > 0:
         needs.append("lora.dropout=0")
     if asked == "auto":
@@ -330,6 +342,10 @@ def prepare_model_for_fast_path(model, fast: FastPath) -> Optional[str]:
         model.config.use_cache = False
     if fast.attention == VARLEN:
         register_varlen_attention()
+    if fast.attention == CUDNN:
+        from seektune.training.cudnn_attention import register_cudnn_attention
+
+        register_cudnn_attention()
     if fast.attention != getattr(model.config, "_attn_implementation", None):
         model.set_attn_implementation(fast.attention)
     if fast.liger or fast.fused_loss:
