@@ -351,7 +351,11 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
                    "seektune-graphs": dict(cuda_graphs=True), "seektune-nographs": dict(cuda_graphs=False),
                    "seektune-graphs-compiled": dict(cuda_graphs=True, compile=True),
                    "seektune-cudnn": dict(attention="seektune_cudnn"),  # needs nvidia-cudnn-frontend (.whl/cudnn)
-                   "seektune-nomlp": {}}
+                   "seektune-nomlp": {}, "seektune-varlenonly": {}}
+        import seektune.training.speed as speed_module
+
+        # seektune-varlenonly: rows of equal samples through the varlen kernel too, not batched through sdpa
+        speed_module.BATCH_EQUAL_SAMPLES = tool != "seektune-varlenonly"
         fast = decide(TrainSection(gradient_checkpointing=ckpt, **variant.get(tool.removesuffix("-4bit"), {})),
                       model.config, device)
         prepare_model_for_fast_path(model, fast)

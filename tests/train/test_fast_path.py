@@ -3,6 +3,8 @@ the same loss as a padded batch, and a packed training run follows the padded ru
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -208,6 +210,34 @@ def test_varlen_attention_matches_sdpa_per_sample():
             q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], is_causal=True, scale=0.125
         ).transpose(1, 2)
         assert torch.allclose(out[:, a:b], ref, atol=2e-2)
+
+
+@pytest.mark.parametrize("kv_heads,v_dim", [(4, 64), (2, 64), (4, 48)], ids=["mha", "gqa", "mla-widths"])
+def test_rows_of_equal_samples_are_attended_as_a_batch(kv_heads, v_dim):
+    """One sample, or samples all max_length long, go to sdpa as a batch (no layout copies): the same answer and
+    gradients as causal attention within each sample, and nothing crosses a sample boundary."""
+    torch.manual_seed(0)
+    for lengths in ([24], [16, 16, 16]):
+        total = sum(lengths)
+        q = torch.randn(1, 4, total, 64, requires_grad=True)
+        k = torch.randn(1, kv_heads, total, 64, requires_grad=True)
+        v = torch.randn(1, kv_heads, total, v_dim, requires_grad=True)
+        cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+        out, _ = varlen_attention_forward(None, q, k, v, None, scaling=0.125, cu_seq_lens_q=cu,
+                                          max_length_q=max(lengths))
+        assert out.shape == (1, total, 4, v_dim)
+        grad = torch.randn_like(out)
+        got = torch.autograd.grad(out, (q, k, v), grad)
+        refs = []
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+            refs.append(torch.nn.functional.scaled_dot_product_attention(
+                q[:, :, a:b], k[:, :, a:b].repeat_interleave(4 // kv_heads, 1),
+                v[:, :, a:b].repeat_interleave(4 // kv_heads, 1), is_causal=True, scale=0.125).transpose(1, 2))
+        ref = torch.cat(refs, dim=1)
+        want = torch.autograd.grad(ref, (q, k, v), grad)
+        assert torch.allclose(out, ref, atol=1e-5)
+        for g, w in zip(got, want):
+            assert torch.allclose(g, w, atol=1e-5)
 
 
 @torch.no_grad()

@@ -300,6 +300,12 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     total = query.shape[2]
     cu, max_len = _boundaries(kwargs, total, query.device)
+    samples = cu.shape[0] - 1
+    if BATCH_EQUAL_SAMPLES and samples * max_len == total:
+        # Every sample is max_len long (one sample, or equal rows): the batched causal kernel sdpa picks needs no
+        # (tokens, heads, dim) copies; on an H200 it took 0.42x varlen's time on 2 x 2048 rows of the 7B shape and
+        # 0.64x on MLA's (bench/RESULTS.md, session 4's attention table).
+        return _equal_samples_attention(query, key, value, samples, scaling)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
     if k.shape[1] != q.shape[1]:  # grouped-query attention: repeat kv heads
         rep = q.shape[1] // k.shape[1]
@@ -312,6 +318,24 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         kw["scale"] = scaling
     out = varlen_attn(q, k, v, cu, cu, max_len, max_len, **kw)
     return out[..., :v_dim].unsqueeze(0), None
+
+
+# bench/train_speed.py's seektune-varlenonly turns this off to measure what it is worth
+BATCH_EQUAL_SAMPLES = True
+
+
+def _equal_samples_attention(query, key, value, samples: int, scaling):
+    """A packed row of `samples` equally long samples, (1, heads, tokens, dim), attended as a batch of them."""
+    heads, total = query.shape[1], query.shape[2]
+
+    def batch(t):  # (1, heads, samples * length, dim) -> (samples, heads, length, dim): a view
+        return t[0].unflatten(1, (samples, total // samples)).transpose(0, 1)
+
+    q, k, v = batch(query), batch(key), batch(value)
+    if k.shape[1] != heads:  # grouped-query attention: repeat kv heads, as the varlen path does
+        k, v = k.repeat_interleave(heads // k.shape[1], dim=1), v.repeat_interleave(heads // v.shape[1], dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
+    return out.transpose(1, 2).reshape(1, total, heads, out.shape[-1]), None
 
 
 @functools.cache
