@@ -51,12 +51,12 @@ def expert_choice_from_profile(model, cfg, train_samples, console, work: Path) -
     return chosen
 
 
-def print_adapter_report(model, cfg, console, work: Path) -> dict:
+def print_adapter_report(model, cfg, console, work: Path, gradient_checkpointing: bool = False) -> dict:
     from seektune.adapters.report import build_report, render_report
 
     rep = build_report(
         model, batch_size=cfg.train.per_device_batch_size, seq_len=cfg.data.max_length,
-        gradient_checkpointing=cfg.train.gradient_checkpointing,
+        gradient_checkpointing=gradient_checkpointing,
     )
     render_report(rep, console)
     (work / "adapter_report.json").write_text(json.dumps(rep.to_dict(), indent=1), encoding="utf-8")

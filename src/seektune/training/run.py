@@ -115,7 +115,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         console.print(f"[dim]{check.remote_code_note}[/dim]")
     model = load_model(source, precision, cfg.model.trust_remote_code, cfg.model.allow_pickle, load_in=cfg.model.load_in)
     fast = _apply_fast_path(model, check.fast_path, console)
-    if cfg.train.gradient_checkpointing:
+    if fast.gradient_checkpointing:  # train.gradient_checkpointing as resolved for this model and device
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
         if fast.offload_checkpoints and offload_layer_inputs(model):
@@ -141,7 +141,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         console.print(f"[dim]compiling {compile_layers(model)} decoder layers (first steps are slow)[/dim]")
     trainable, total = trainable_summary(model)
     console.print(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}: {trainable:,} trainable of {total:,} ({trainable / total:.3%})")
-    moe.print_adapter_report(model, cfg, console, work)
+    moe.print_adapter_report(model, cfg, console, work, fast.gradient_checkpointing)
 
     # 4. Train.
     trainer, stopper = _build_trainer(cfg, model, tokenizer, data, work, precision, fast)
@@ -151,7 +151,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.OutOfMemoryError as e:
-        raise out_of_memory_error(e, cfg, check.memory, trainer.state.global_step) from None
+        raise out_of_memory_error(e, cfg, check.memory, trainer.state.global_step, fast.gradient_checkpointing) from None
     finally:
         stopper.uninstall()
     info = {
