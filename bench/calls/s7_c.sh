@@ -2,6 +2,8 @@
 # auto-on, layers as CUDA graphs of compiled code) against checkpointing off; a 4-layer V2-Lite-wide model (random
 # weights, 1 dense + 3 MoE layers) on the EmoLLM conversations (bench/.data/emollm.json, copied unchanged from
 # ../shared/data/emollm_data/data.json). Then the graphed layers' tests on the GPU.
+# Before the call, here: cp ../shared/data/emollm_data/data.json bench/.data/emollm.json;
+# pip download --no-deps -d .whl/e2e gguf nltk (seektune's imports that the GPU image lacks; both folders are ignored).
 source bench/calls/prelude.sh
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/e2e/*.whl .whl/test/*.whl 2>/dev/null
 W=$(python3 -c "import sys; sys.path.insert(0, 'bench'); import train_speed; from pathlib import Path; print(train_speed.make_weights('v2lite', Path('/tmp/w'), 4))" 2>/dev/null | tail -1)
