@@ -20,7 +20,8 @@ from typing import Optional
 
 import torch
 
-from seektune.training.speed import CUDNN, _boundaries, _varlen_mask
+from seektune.training.speed import (CUDNN, _boundaries, is_packed_row, register_packed_attention, repeat_kv_heads,
+                                     sdpa_fallback)
 
 # Tensor uids, one namespace for both graphs.
 Q, K, V, O, STATS, DO, DQ, DK, DV, SEQ_Q, SEQ_KV = range(1, 12)
@@ -275,17 +276,12 @@ packed_attention.register_autograd(_backward, setup_context=_save)
 def cudnn_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """transformers' attention interface: query/key/value (1, heads, total_tokens, dim) for one packed row ->
     (1, total_tokens, heads, dim). Anything else (padded batches, decoding against a cache) goes to sdpa."""
-    if (query.shape[0] != 1 or attention_mask is not None or query.shape[2] != key.shape[2] or dropout
+    if (not is_packed_row(query, key, attention_mask) or dropout
             or query.dtype not in (torch.bfloat16, torch.float16) or not query.is_cuda):
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_fallback(module, query, key, value, attention_mask, dropout, scaling, kwargs)
     cu, _ = _boundaries(kwargs, query.shape[2], query.device)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: repeat kv heads (one head count in the graphs)
-        rep = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    k, v = repeat_kv_heads(k, v, q.shape[1], dim=1)
     scale = float(scaling) if scaling is not None else q.shape[-1] ** -0.5
     out, _ = packed_attention(q.contiguous(), k.contiguous(), v.contiguous(), cu, scale)
     return out.unsqueeze(0), None
@@ -293,8 +289,4 @@ def cudnn_attention_forward(module, query, key, value, attention_mask, dropout=0
 
 def register_cudnn_attention() -> None:
     """Make `attn_implementation="seektune_cudnn"` available to every transformers model."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-
-    AttentionInterface.register(CUDNN, cudnn_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(CUDNN, _varlen_mask)
+    register_packed_attention(CUDNN, cudnn_attention_forward)

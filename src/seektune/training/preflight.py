@@ -126,8 +126,8 @@ def _check_config(cfg: RunConfig, output, pf: Preflight) -> None:
 
 
 def _check_speed_switches(cfg: RunConfig, model_config, pf: Preflight) -> None:
-    """Decide train.packing/attention/compile/fused_loss/liger for this model on this device from its config, so
-    that a setting it cannot run stops the run before any weights are loaded."""
+    """Decide the train.* speed switches (packing, attention, compile, checkpointing, ...) for this model on this
+    device from its config, so that a setting it cannot run stops the run before any weights are loaded."""
     try:
         pf.fast_path = decide(cfg.train, model_config, "cuda" if torch.cuda.is_available() else "cpu",
                               lora_dropout=cfg.lora.dropout)

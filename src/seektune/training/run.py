@@ -27,7 +27,7 @@ from seektune.training.callbacks import ConsoleProgress, MetricsLogger, StopOnSi
 from seektune.models.vl import make_collator
 from seektune.training.collate import SampleDataset
 from seektune.training.guards import out_of_memory_error
-from seektune.training.layer_graphs import graph_stats
+from seektune.training.layer_graphs import graph_layers, graph_stats
 from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
 from seektune.training.offload import offload_layer_inputs
 from seektune.training.paths import check_output_path
@@ -132,8 +132,6 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
         linears, mlps = fuse_lora_linears(model), fuse_lora_mlps(model)
         console.print(f"[dim]{linears} LoRA linears run as one autograd node each, {mlps} SwiGLU MLPs as one[/dim]")
     if fast.cuda_graphs:
-        from seektune.training.layer_graphs import graph_layers
-
         count = graph_layers(model)  # after LoRA: the graphs hold the adapter's weights and gradients
         console.print(f"[dim]{count} checkpointed decoder layers run as CUDA graphs (captured per row-length "
                       f"bucket in the first steps)[/dim]")

@@ -154,10 +154,10 @@ def _decide_checkpointing(train_cfg, model_config, on_gpu: bool, packing: bool, 
     asked = train_cfg.gradient_checkpointing
     if asked != "auto":
         return bool(asked)
-    graphs_can_run = (packing and attention in PACKED_ATTENTION and lora_dropout == 0
-                      and getattr(train_cfg, "cuda_graphs", "auto") is not False
-                      and train_cfg.offload_checkpoints is not True)
-    if not (on_gpu and _has_routed_experts(model_config) and graphs_can_run):
+    graphs_can_run = (getattr(train_cfg, "cuda_graphs", "auto") is not False
+                      and train_cfg.offload_checkpoints is not True
+                      and not _graph_needs(on_gpu, packing, attention, lora_dropout))
+    if not (_has_routed_experts(model_config) and graphs_can_run):
         return False
     notes.append("gradient checkpointing on for this MoE model, so that its layers run as CUDA graphs "
                  "(train.gradient_checkpointing=false turns both off)")
@@ -170,15 +170,9 @@ def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, ckpt: bool, packi
     the host launching hundreds of small kernels per layer. They need packed rows with sample boundaries (the
     varlen kernel) and no dropout (a graph replays one mask)."""
     asked = getattr(train_cfg, "cuda_graphs", "auto")
-    needs = []
-    if not on_gpu:
-        needs.append("a CUDA GPU")
+    needs = _graph_needs(on_gpu, packing, attention, lora_dropout)
     if not ckpt:
         needs.append("train.gradient_checkpointing=true")
-    if not packing or attention not in PACKED_ATTENTION:
-        needs.append("packed rows with the seektune_varlen (or seektune_cudnn) attention")
-    if lora_dropout > 0:
-        needs.append("lora.dropout=0")
     if asked == "auto":
         if not (on_gpu and _has_routed_experts(model_config)):
             return False
@@ -194,6 +188,18 @@ def _decide_cuda_graphs(train_cfg, model_config, on_gpu: bool, ckpt: bool, packi
     if asked and needs:
         raise ValueError("train.cuda_graphs=true needs " + " and ".join(needs))
     return bool(asked)
+
+
+def _graph_needs(on_gpu: bool, packing: bool, attention: str, lora_dropout: float) -> list[str]:
+    """What CUDA-graphed layers need besides checkpointing and lack here."""
+    needs = []
+    if not on_gpu:
+        needs.append("a CUDA GPU")
+    if not packing or attention not in PACKED_ATTENTION:
+        needs.append("packed rows with the seektune_varlen (or seektune_cudnn) attention")
+    if lora_dropout > 0:
+        needs.append("lora.dropout=0")
+    return needs
 
 
 def _decide_fused_loss(asked, liger: bool, on_gpu: bool, model_config, notes: list[str]) -> bool:
@@ -259,11 +265,16 @@ def apply_liger(model, loss_only: bool = False) -> None:
 
 def register_varlen_attention() -> None:
     """Make `attn_implementation="seektune_varlen"` available to every transformers model."""
+    register_packed_attention(VARLEN, varlen_attention_forward)
+
+
+def register_packed_attention(name: str, forward) -> None:
+    """An attention function for packed rows under `name`, with the mask function such rows need (none)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    AttentionInterface.register(VARLEN, varlen_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, _varlen_mask)
+    AttentionInterface.register(name, forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, _varlen_mask)
 
 
 def _varlen_mask(*args, **kwargs):
@@ -293,11 +304,8 @@ def _boundaries(kwargs, total: int, device):
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """query/key/value: (1, heads, total_tokens, dim) for one packed row -> (1, total_tokens, heads, dim)."""
     varlen_attn = torch_varlen_attn()
-    if query.shape[0] != 1 or attention_mask is not None or query.shape[2] != key.shape[2]:
-        # Not a packed row: a padded batch, or a decoding step against the KV cache (generation). sdpa handles both.
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if not is_packed_row(query, key, attention_mask):
+        return sdpa_fallback(module, query, key, value, attention_mask, dropout, scaling, kwargs)
     total = query.shape[2]
     cu, max_len = _boundaries(kwargs, total, query.device)
     samples = cu.shape[0] - 1
@@ -307,9 +315,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         # 0.64x on MLA's (bench/RESULTS.md, session 4's attention table).
         return _equal_samples_attention(query, key, value, samples, scaling)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: repeat kv heads
-        rep = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    k, v = repeat_kv_heads(k, v, q.shape[1], dim=1)
     v_dim = v.shape[-1]
     if v_dim != q.shape[-1]:  # MLA: values are narrower than queries; the kernel needs one width
         v = torch.nn.functional.pad(v, (0, q.shape[-1] - v_dim))
@@ -318,6 +324,26 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         kw["scale"] = scaling
     out = varlen_attn(q, k, v, cu, cu, max_len, max_len, **kw)
     return out[..., :v_dim].unsqueeze(0), None
+
+
+def is_packed_row(query, key, attention_mask) -> bool:
+    """One row, no mask, as many queries as keys. Otherwise a padded batch, or a decoding step against the KV cache
+    (generation): the packed-row kernels hand those to sdpa."""
+    return query.shape[0] == 1 and attention_mask is None and query.shape[2] == key.shape[2]
+
+
+def sdpa_fallback(module, query, key, value, attention_mask, dropout, scaling, kwargs: dict):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+def repeat_kv_heads(k, v, heads: int, dim: int):
+    """Grouped-query attention: each kv head repeated for the query heads it serves (the kernels take one count)."""
+    if k.shape[dim] == heads:
+        return k, v
+    rep = heads // k.shape[dim]
+    return k.repeat_interleave(rep, dim=dim), v.repeat_interleave(rep, dim=dim)
 
 
 # bench/train_speed.py's seektune-varlenonly turns this off to measure what it is worth
@@ -331,10 +357,8 @@ def _equal_samples_attention(query, key, value, samples: int, scaling):
     def batch(t):  # (1, heads, samples * length, dim) -> (samples, heads, length, dim): a view
         return t[0].unflatten(1, (samples, total // samples)).transpose(0, 1)
 
-    q, k, v = batch(query), batch(key), batch(value)
-    if k.shape[1] != heads:  # grouped-query attention: repeat kv heads, as the varlen path does
-        k, v = k.repeat_interleave(heads // k.shape[1], dim=1), v.repeat_interleave(heads // v.shape[1], dim=1)
-    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
+    k, v = repeat_kv_heads(batch(key), batch(value), heads, dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(batch(query), k, v, is_causal=True, scale=scaling)
     return out.transpose(1, 2).reshape(1, total, heads, out.shape[-1]), None
 
 
