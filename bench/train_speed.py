@@ -14,6 +14,8 @@ path, and Unsloth, on random-initialised models with real shapes and real variab
   # where the time goes on a shallow model of the same width: GPU kernels and host ops (--profile), and the
   # Python hot spots plus a gzipped Chrome trace of one step (SEEKTUNE_BENCH_TRACE=DIR)
   SEEKTUNE_BENCH_TRACE=out/trace python bench/train_speed.py run --models v2lite --layers 6 --tools seektune --profile
+  # where the peak memory comes from: one more recorded step, its phase peaks and the allocations alive at its peak
+  SEEKTUNE_BENCH_MEMORY=1 python bench/train_speed.py run --models llm7b --data synthetic --tools seektune-4bit --ckpt on --steps 2 --warmup 1
   # the steady state of a long run (tools that compile or capture graphs per row length have seen every length):
   # the steps go round 20 batches, the first 20 steps are the warm-up
   python bench/train_speed.py run --models v2lite --tools hf,seektune,seektune-nographs --ckpt on --cycle 20 --warmup 20 --steps 20
@@ -223,6 +225,13 @@ def worker(args) -> dict:
             profile = kernel_profile(model, opt, batches[-2:], packed, device)
         except Exception as e:  # a profiler problem must not cost the timed result
             profile = {"error": repr(e)[:300]}
+    memory = None
+    if os.environ.get("SEEKTUNE_BENCH_MEMORY") and device == "cuda":  # where the peak comes from, one more step
+        try:
+            memory = memory_breakdown(model, opt, collate(batches[-1], packed, device),
+                                      depth=int(os.environ.get("SEEKTUNE_BENCH_MEMORY_DEPTH", 3)))
+        except Exception as e:  # a recorder problem must not cost the timed result
+            memory = {"error": repr(e)[:300]}
     measured = range(args.warmup, steps)
     tps = statistics.median(tokens[i] / times[i] for i in measured)
     flops_per_s = statistics.median(flops[i] / times[i] for i in measured)
@@ -235,6 +244,8 @@ def worker(args) -> dict:
     }
     if profile:
         result["profile"] = profile
+    if memory:
+        result["memory"] = memory
     if device == "cuda":
         result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
@@ -248,6 +259,63 @@ def train_step(model, opt, inputs: dict):
     opt.step()
     opt.zero_grad(set_to_none=True)
     return out.loss.detach()
+
+
+def memory_breakdown(model, opt, inputs: dict, top: int = 14, depth: int = 3) -> dict:
+    """One recorded step: what is resident when it starts (weights, optimizer state), the peak of each phase, and the
+    allocations made in the step that are still alive at its peak, grouped by the Python frames that made them."""
+    import torch
+
+    gib = 2**30
+    torch.cuda.synchronize()
+    start = torch.cuda.memory_allocated()
+    phases = {}
+    torch.cuda.memory._record_memory_history(enabled="all", context="alloc", stacks="python", max_entries=2_000_000)
+    try:
+        torch.cuda.reset_peak_memory_stats()
+        out = model(**inputs)
+        torch.cuda.synchronize()
+        phases["forward"] = torch.cuda.max_memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out.loss.backward()
+        torch.cuda.synchronize()
+        phases["backward"] = torch.cuda.max_memory_allocated()
+        del out
+        torch.cuda.reset_peak_memory_stats()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        phases["optimizer"] = torch.cuda.max_memory_allocated()
+        snap = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    live, total, peak, at_peak = {}, 0, 0, {}
+    for ev in snap["device_traces"][torch.cuda.current_device()]:
+        if ev["action"] == "alloc":
+            live[ev["addr"]] = (ev["size"], ev.get("frames", []))
+            total += ev["size"]
+            if total > peak:
+                peak, at_peak = total, dict(live)
+        elif ev["action"] == "free_requested" and ev["addr"] in live:
+            total -= live.pop(ev["addr"])[0]
+
+    def where(frames) -> str:
+        # the innermost frames outside torch's own module machinery say which code asked for the memory
+        mine = [f for f in frames if "/torch/nn/modules/" not in f["filename"] and "/torch/_" not in f["filename"]
+                and not f["filename"].startswith("<")]
+        return " < ".join(f"{Path(f['filename']).name}:{f['line']}:{f['name']}" for f in mine[:depth]) or "?"
+
+    groups: dict[str, list] = {}
+    for size, frames in at_peak.values():
+        g = groups.setdefault(where(frames), [0, 0, []])
+        g[0] += size
+        g[1] += 1
+        g[2].append(round(size / 2**20, 1))
+    return {"resident_at_step_start_gib": round(start / gib, 3),
+            "phase_peak_gib": {k: round(v / gib, 3) for k, v in phases.items()},
+            "step_peak_above_start_gib": round(peak / gib, 3),
+            "alive_at_peak": [[k, round(v[0] / 2**20, 1), v[1], sorted(v[2])[-8:]] for k, v in
+                              sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]]}
 
 
 def host_profile(model, opt, batches, packed: bool, device: str, out: Path) -> None:

@@ -98,7 +98,8 @@ def _reference(q, k, v, cu, scale, grad_out):
 
 
 def _rel(a, b) -> float:
-    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-6))
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
 
 
 @needs_gpu

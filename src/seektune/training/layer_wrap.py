@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from seektune.training.speed import decoder_layers
+from seektune.training.speed import compiled, decoder_layers
 
 WRAPPER = "_seektune_checkpointing"  # the attribute of a layer that holds its wrapper
 
@@ -68,9 +68,9 @@ def layer_wrappers(model) -> list:
     return [w for w in (getattr(layer, WRAPPER, None) for layer in decoder_layers(model)) if w is not None]
 
 
-def compile_wrapped(model) -> int:
+def compile_wrapped(model, joint_cse: bool = True) -> int:
     """Compile what each wrapper runs (its checkpointing node stays outside the graph). Returns how many."""
     wrappers = layer_wrappers(model)
     for wrapper in wrappers:
-        wrapper.run = torch.compile(wrapper.run, dynamic=True)
+        wrapper.run = compiled(wrapper.run, joint_cse)
     return len(wrappers)

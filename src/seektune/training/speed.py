@@ -409,13 +409,40 @@ def compile_layers(model) -> int:
     session 5). Returns how many layers were compiled."""
     from seektune.training.layer_wrap import compile_wrapped
 
-    wrapped = compile_wrapped(model)  # offloaded and graphed checkpointing compile inside their own autograd nodes
+    joint_cse = not has_4bit_bases(model)
+    wrapped = compile_wrapped(model, joint_cse)  # offloaded and graphed checkpointing compile inside their own nodes
     if wrapped:
         return wrapped
     layers = decoder_layers(model)
     for layer in layers:
-        layer.compile(dynamic=True)
+        if joint_cse:
+            layer.compile(dynamic=True)
+        else:
+            layer.forward = compiled(layer.forward, joint_cse=False)
     return len(layers)
+
+
+def compiled(fn, joint_cse: bool = True):
+    """torch.compile(fn, dynamic=True). joint_cse=False compiles it with AOTAutograd's common-subexpression pass off.
+    That pass merges the backward's second dequantization of a 4-bit weight (lora_fused) with the forward's, and the
+    partitioner then keeps every dequantized bf16 weight of the layer from its forward to its backward: 0.3 GiB more
+    at the 7B shape's peak than dequantizing again (bench/RESULTS.md, session 8)."""
+    run = torch.compile(fn, dynamic=True)
+    if joint_cse:
+        return run
+
+    @functools.wraps(fn)
+    def run_without_joint_cse(*args, **kwargs):
+        # compilation happens inside the first calls (and again for a new shape), so every call carries the patch
+        with torch._functorch.config.patch(cse=False):
+            return run(*args, **kwargs)
+
+    return run_without_joint_cse
+
+
+def has_4bit_bases(model) -> bool:
+    """Whether any frozen linear is a bitsandbytes 4-bit one (QLoRA)."""
+    return any(type(m).__name__ == "Linear4bit" for m in model.modules())
 
 
 def decoder_layers(model) -> list:

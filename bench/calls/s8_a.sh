@@ -1,4 +1,4 @@
-# Prepared in session 7 for the next GPU session (two H200s, ~9 min); nothing here has run on a GPU yet.
+# Session 8, first call (two H200s, 218 s): ran as prepared in session 7.
 #   GPU 0: the tests of cuDNN attention on packed rows (train.attention=seektune_cudnn,
 #          src/seektune/training/cudnn_attention.py): right against per-sample fp32 attention, one graph pair per
 #          bucket, compiled and CUDA-graph-captured calls, a model's loss against varlen FlashAttention; then the

@@ -1,5 +1,5 @@
-# Prepared in session 7 for the next GPU session (two H200s, ~9 min), after next_s8_cudnn.sh has shown the cuDNN
-# attention right:
+# Session 8, second call (two H200s, 469 s): ran as prepared in session 7,
+# after s8_a had shown the cuDNN attention right:
 #   GPU 0: V2-Lite on real conversations, 20 batches round: seektune's default vs the same with cuDNN attention.
 #   GPU 1: the longest-sequence ladder again (7B shape, batch 1, 80 GiB cap): single-sample rows now go through
 #          sdpa's batched kernel instead of varlen FlashAttention; session 7 had seektune's 98k/128k steps at
