@@ -225,6 +225,7 @@ def worker(args) -> dict:
             profile = kernel_profile(model, opt, batches[-2:], packed, device)
         except Exception as e:  # a profiler problem must not cost the timed result
             profile = {"error": repr(e)[:300]}
+    peaks = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()) if device == "cuda" else None
     memory = None
     if os.environ.get("SEEKTUNE_BENCH_MEMORY") and device == "cuda":  # where the peak comes from, one more step
         try:
@@ -247,8 +248,8 @@ def worker(args) -> dict:
     if memory:
         result["memory"] = memory
     if device == "cuda":
-        result["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        result["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+        result["peak_allocated_gib"] = round(peaks[0] / 2**30, 2)  # of the timed steps (the breakdown resets it)
+        result["peak_reserved_gib"] = round(peaks[1] / 2**30, 2)
     return result
 
 
