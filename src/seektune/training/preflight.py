@@ -95,8 +95,8 @@ def preflight(cfg: RunConfig, source, tokenizer, output=None) -> Preflight:
                                     pf.fast_path)
         pf.summary.append(pf.memory.line())
         if pf.memory.available and pf.memory.total > pf.memory.available:
-            ckpt = pf.fast_path.gradient_checkpointing if pf.fast_path else None
-            pf.problems.append(f"{pf.memory.line()}: more than there is. {oom_advice(cfg, ckpt)}")
+            pf.problems.append(f"{pf.memory.line()}: more than there is. "
+                               f"{oom_advice(cfg, checkpointing_of(cfg, pf.fast_path))}")
         if pf.memory.host and pf.memory.ram and pf.memory.host > pf.memory.ram:
             pf.problems.append(f"{pf.memory.line()}: the offloaded layer inputs need more than the "
                                f"{_gib(pf.memory.ram)} of RAM; set train.offload_checkpoints=false, or lower "
@@ -241,7 +241,7 @@ def estimate_memory(cfg: RunConfig, model_config, total_params: int, trainable: 
     tokens = cfg.train.per_device_batch_size * seq
     # Per token and layer, a transformer block keeps ~34 * hidden bytes of activations at 16 bits
     # (Korthikanti et al. 2022, without attention recomputation); checkpointing keeps only the layer input.
-    checkpointing = fast.gradient_checkpointing if fast is not None else cfg.train.gradient_checkpointing is True
+    checkpointing = checkpointing_of(cfg, fast)
     per_layer = (34 * hidden * b // 2) if not checkpointing else (hidden * b + 34 * hidden * b // 2 // max(layers, 1))
     activations = tokens * layers * per_layer
     host = 0
@@ -277,11 +277,16 @@ def _gib(n: Optional[int]) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
+def checkpointing_of(cfg: RunConfig, fast: Optional[FastPath]) -> bool:
+    """train.gradient_checkpointing as the fast path resolved it; without a fast path "auto" counts as off."""
+    return fast.gradient_checkpointing if fast is not None else cfg.train.gradient_checkpointing is True
+
+
 def oom_advice(cfg: RunConfig, checkpointing: Optional[bool] = None) -> str:
-    """`checkpointing`: train.gradient_checkpointing as the fast path resolved it ("auto" alone counts as off)."""
+    """`checkpointing`: train.gradient_checkpointing as the fast path resolved it (checkpointing_of)."""
     t = cfg.train
     if checkpointing is None:
-        checkpointing = t.gradient_checkpointing is True
+        checkpointing = checkpointing_of(cfg, None)
     tips = [
         f"lower train.per_device_batch_size (now {t.per_device_batch_size}) and raise train.gradient_accumulation "
         f"(now {t.gradient_accumulation}) to keep the effective batch",
