@@ -216,6 +216,29 @@ def test_fused_lora_compiles_without_graph_breaks():
         assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-6), name
 
 
+def test_compiled_lora_layers_add_the_update_where_the_output_lies():
+    # Compiled, a plain `addmm_` became an out-of-place addmm that first copies the linear's output into a new
+    # buffer: 18 ms of a 350 ms step on the 7B shape (bench/RESULTS.md, session 9). The products must add into the
+    # output and the input gradient in place, with no copy of a (tokens x features) tensor.
+    from torch.profiler import ProfilerActivity, profile
+
+    fused = _peft(_tiny_llama()).train()
+    fuse_lora_linears(fused)
+    fuse_lora_mlps(fused)
+    assert compile_layers(fused) == 3
+    _train_step(fused)  # compiles
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        _train_step(fused)
+    tokens = _ids().numel()
+    events = prof.events()
+    in_place = [e for e in events if e.name == "seektune::addmm_into"]
+    copies = [e.input_shapes[0] for e in events if e.name in ("aten::copy_", "aten::clone")
+              and e.input_shapes and len(e.input_shapes[0]) == 2 and e.input_shapes[0][0] == tokens]
+    assert copies == []
+    # forward and backward of 3 layers: 7 output updates and 6 input-gradient sums per layer and pass, at least
+    assert len(in_place) >= 3 * (7 + 6)
+
+
 _EXPANSIONS = [0]
 
 

@@ -26,13 +26,34 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
 
 
+@torch.library.custom_op("seektune::addmm_into", mutates_args=("out",))
+def _addmm_into(out: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor, alpha: float) -> None:
+    out.addmm_(m1, m2, alpha=alpha)
+
+
+@_addmm_into.register_fake
+def _(out, m1, m2, alpha):
+    return None
+
+
+def _add_product_(out: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """out += alpha * m1 @ m2 in place, also inside torch.compile. Compiled, a plain `addmm_` is functionalized into
+    an out-of-place addmm, which on CUDA first copies `out` into a new buffer: one more pass over every LoRA
+    linear's output and input gradient, 18 ms of a 350 ms step on the 7B shape (bench/RESULTS.md, session 9). As a
+    mutating custom op it is re-inplaced by Inductor instead."""
+    if torch.compiler.is_compiling():
+        torch.ops.seektune.addmm_into(out, m1, m2, alpha)
+    else:
+        out.addmm_(m1, m2, alpha=alpha)
+    return out
+
+
 def _lora_product(flat, w, a, b, scaling: float, bias=None):
     """flat @ w.T (+ bias) + scaling * (flat @ a.T) @ b.T, the update added in the matmul's epilogue.
     Returns (out, flat @ a.T); the latter is (tokens, r), kept for lora_B's gradient."""
     xa = flat @ a.t()
     out = flat @ w.t() if bias is None else torch.addmm(bias.to(flat.dtype), flat, w.t())
-    out.addmm_(xa, b.t(), alpha=scaling)
-    return out, xa
+    return _add_product_(out, xa, b.t(), scaling), xa
 
 
 def _lora_product_backward(g, flat, w, a, b, xa, scaling: float, grad_x=None, need_x: bool = True):
@@ -40,11 +61,8 @@ def _lora_product_backward(g, flat, w, a, b, xa, scaling: float, grad_x=None, ne
     into `grad_x` when one is given (the MLP's gate and up projections share their input)."""
     gb = g @ b  # (tokens, r)
     if need_x:
-        if grad_x is None:
-            grad_x = g @ w
-        else:
-            grad_x.addmm_(g, w)
-        grad_x.addmm_(gb, a, alpha=scaling)
+        grad_x = g @ w if grad_x is None else _add_product_(grad_x, g, w)
+        _add_product_(grad_x, gb, a, scaling)
     grad_a = (gb.t() @ flat).mul_(scaling)
     grad_b = (g.t() @ xa).mul_(scaling)
     return grad_x, grad_a, grad_b
