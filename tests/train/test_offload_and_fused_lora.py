@@ -240,6 +240,46 @@ def test_compiled_lora_layers_add_the_update_where_the_output_lies():
     assert len(in_place) == 3 * 7 + (3 * 8 - 3)
 
 
+def test_offloaded_recomputation_leaves_out_the_mlp_output_nothing_reads():
+    """A checkpointed layer runs again in the backward pass only to rebuild what its backward needs; the layer's
+    output, `residual + mlp(x)`, just anchors the graph, and the sum's gradient needs no values. So the one-node MLP
+    leaves its down projection out of the recomputation: one (tokens x intermediate) @ (intermediate x hidden)
+    product per layer and step instead of two, with the same gradients, eager and compiled."""
+    import torch._dynamo.utils as dynamo_utils
+    from torch.profiler import ProfilerActivity, profile
+
+    tokens = _ids().numel()
+    # h @ W_down.T; the backward's input-gradient product of the gate projection, d(gate) @ W_gate, has these shapes
+    # too and is counted once per layer in every setup.
+    down_product = [[tokens, 64], [64, 32]]
+    grads, downs = {}, {}
+    for setup in ("torch checkpoint", "offloaded", "offloaded, compiled"):
+        model = _peft(_tiny_llama()).train()
+        fuse_lora_linears(model)
+        assert fuse_lora_mlps(model) == 3
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        if setup != "torch checkpoint":
+            assert offload_layer_inputs(model) == 3
+        if setup.endswith("compiled"):
+            assert compile_layers(model) == 3
+            _train_step(model)  # compiles
+            model.zero_grad()
+        dynamo_utils.counters.clear()
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            grads[setup] = _train_step(model)
+        assert not dynamo_utils.counters["graph_break"]
+        downs[setup] = sum(e.name in ("aten::mm", "aten::addmm") and list(e.input_shapes[:2]) == down_product
+                           for e in prof.events())
+    # Per layer: forward, recomputation (torch's checkpoint only), backward.
+    assert downs == {"torch checkpoint": 3 * 3, "offloaded": 3 * 2, "offloaded, compiled": 3 * 2}
+    reference = grads["torch checkpoint"]
+    assert len(reference) == 42
+    for setup in ("offloaded", "offloaded, compiled"):
+        for name, g in reference.items():
+            assert torch.allclose(g, grads[setup][name], rtol=1e-4, atol=1e-6), (setup, name)
+
+
 _EXPANSIONS = [0]
 
 

@@ -14,6 +14,7 @@ adapters, merged or disabled adapters, 8-bit bases) keeps PEFT's own forward, ch
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import types
 
@@ -104,7 +105,7 @@ class _LoraSwiGLUFn(torch.autograd.Function):
     (tokens x intermediate) tensor per layer, as Unsloth's fused MLP does."""
 
     @staticmethod
-    def forward(ctx, x, weights_of, scalings, a_g, b_g, a_u, b_u, a_d, b_d):
+    def forward(ctx, x, weights_of, scalings, out_features: int, output_unused: bool, a_g, b_g, a_u, b_u, a_d, b_d):
         dtype = _compute_dtype(x)
         s_g, s_u, s_d = scalings
         w_g, w_u, w_d = weights_of
@@ -113,8 +114,14 @@ class _LoraSwiGLUFn(torch.autograd.Function):
             lora = [t.to(dtype) for t in (a_g, b_g, a_u, b_u, a_d, b_d)]
             e, xa_g = _lora_product(flat, w_g().to(dtype), lora[0], lora[1], s_g)
             g, xa_u = _lora_product(flat, w_u().to(dtype), lora[2], lora[3], s_u)
-            h = torch.nn.functional.silu(e) * g
-            out, ha_d = _lora_product(h, w_d().to(dtype), lora[4], lora[5], s_d)
+            if output_unused:
+                # A recomputation for the backward pass (see recomputing_for_backward): nothing reads the output, so
+                # the down projection, the largest product of a recomputed layer, is not run. Its low-rank input
+                # product is made in the backward pass from the h it recomputes there anyway.
+                out, ha_d = flat.new_empty(flat.shape[0], out_features), None
+            else:
+                h = torch.nn.functional.silu(e) * g
+                out, ha_d = _lora_product(h, w_d().to(dtype), lora[4], lora[5], s_d)
         ctx.save_for_backward(flat, e, g, xa_g, xa_u, ha_d, *lora)
         ctx.weights_of, ctx.scalings = weights_of, scalings
         ctx.dtypes = (x.dtype, a_g.dtype, b_g.dtype)
@@ -132,6 +139,8 @@ class _LoraSwiGLUFn(torch.autograd.Function):
         sig = torch.sigmoid(e)
         silu = e * sig
         h = silu * g  # recomputed, not kept
+        if ha_d is None:  # the forward pass skipped the down projection
+            ha_d = h @ a_d.t()
         dh, ga_d, gb_d = _lora_product_backward(go, h, w_d(), a_d, b_d, ha_d, s_d)
         dg = dh * silu
         de = dh * g * sig * (1 + e * (1 - sig))
@@ -141,7 +150,7 @@ class _LoraSwiGLUFn(torch.autograd.Function):
         if grad_x is not None:
             grad_x = grad_x.view(ctx.x_shape).to(x_dtype)
         grads = [t.to(dt) for t, dt in zip((ga_g, gb_g, ga_u, gb_u, ga_d, gb_d), (a_dtype, b_dtype) * 3)]
-        return (grad_x, None, None, *grads)
+        return (grad_x, None, None, None, None, *grads)
 
 
 def _is_4bit(base) -> bool:
@@ -188,6 +197,48 @@ def fuse_lora_mlps(model) -> int:
     return count
 
 
+# Set while a checkpointed decoder layer runs a second time for its backward pass (offload.py). That run exists to
+# rebuild what the backward pass needs; the layer's output only anchors the graph, and its value is never read.
+_recomputing = False
+FEEDS_ONLY_THE_RESIDUAL = "_seektune_mlp_feeds_only_the_residual"  # set on an MLP by mark_residual_mlp
+
+
+@contextlib.contextmanager
+def recomputing_for_backward():
+    """Within: the one-node MLPs marked by mark_residual_mlp skip their down projection (its output is unused). On
+    the 7B shape that is 7% of a checkpointed step's matmul work."""
+    global _recomputing
+    previous, _recomputing = _recomputing, True
+    try:
+        yield
+    finally:
+        _recomputing = previous
+
+
+def mark_residual_mlp(layer) -> bool:
+    """Mark the layer's MLP if the layer's own forward ends with `hidden_states = residual + self.mlp(...)`, as
+    Llama, Qwen2 and DeepSeek decoder layers do: then nothing in the layer reads the MLP's output but that sum, whose
+    gradient needs no values, and a recomputation may leave the output unmade. Returns whether it was marked."""
+    mlp = getattr(layer, "mlp", None)
+    marked = mlp is not None and _ends_with_residual_mlp(type(layer))
+    if marked:
+        setattr(mlp, FEEDS_ONLY_THE_RESIDUAL, True)
+    return marked
+
+
+@functools.cache
+def _ends_with_residual_mlp(cls) -> bool:
+    import inspect
+
+    forward = cls.forward
+    forward = getattr(forward, "__wrapped__", forward)  # transformers' checkpointing wrapper
+    try:
+        body = "".join(inspect.getsource(forward).split())
+    except (OSError, TypeError):
+        return False
+    return body.endswith("hidden_states=self.mlp(hidden_states)hidden_states=residual+hidden_statesreturnhidden_states")
+
+
 def _is_silu(act) -> bool:
     return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"  # transformers' own, 5.2x
 
@@ -231,7 +282,9 @@ def _fused_mlp_forward(mlp, x, *args, **kwargs):
     weights_of = tuple(_weight_of(p.get_base_layer()) for p in projections)
     lora = [t for p, n in zip(projections, names) for t in (p.lora_A[n].weight, p.lora_B[n].weight)]
     scalings = tuple(p.scaling[n] for p, n in zip(projections, names))
-    return _LoraSwiGLUFn.apply(x, weights_of, scalings, *lora)
+    output_unused = _recomputing and getattr(mlp, FEEDS_ONLY_THE_RESIDUAL, False)
+    return _LoraSwiGLUFn.apply(x, weights_of, scalings, mlp.down_proj.get_base_layer().out_features, output_unused,
+                               *lora)
 
 
 def _weight_of(base):

@@ -20,6 +20,7 @@ from contextlib import nullcontext
 import torch
 
 from seektune.training.layer_wrap import CheckpointedLayer, wrap_layer_forwards
+from seektune.training.lora_fused import mark_residual_mlp, recomputing_for_backward
 
 
 class _Slot:
@@ -100,7 +101,7 @@ class _OffloadedCheckpoint(torch.autograd.Function):
             if ctx.cuda_rng is not None:
                 torch.cuda.set_rng_state(ctx.cuda_rng, hidden.device)
             amp = torch.autocast(ctx.autocast[0], dtype=ctx.autocast[1]) if ctx.autocast else nullcontext()
-            with torch.enable_grad(), amp:
+            with torch.enable_grad(), amp, recomputing_for_backward():
                 out = ctx.run(hidden, **ctx.kwargs)
         outs = out if isinstance(out, tuple) else (out,)
         pairs = [(o, g) for o, g in zip(outs, grads)
@@ -117,6 +118,7 @@ class OffloadedLayer(CheckpointedLayer):
     def __init__(self, layer, ledger: HostLedger):
         super().__init__(layer)
         self.ledger = ledger
+        mark_residual_mlp(layer)  # the recomputation then skips the MLP's down projection
         self.anchor = torch.empty(0, requires_grad=True)  # the node gets a backward even if no input needs one
 
     def checkpointed(self, hidden, kwargs: dict):
