@@ -176,6 +176,10 @@ def linear_flops_params(model) -> tuple[int, int]:
 
 
 def worker(args) -> dict:
+    if os.environ.get("SEEKTUNE_BENCH_STACKS"):  # every thread's stack every N s: where a worker that hangs is
+        import faulthandler
+
+        faulthandler.dump_traceback_later(float(os.environ["SEEKTUNE_BENCH_STACKS"]), repeat=True, file=sys.stderr)
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -210,6 +214,7 @@ def worker(args) -> dict:
         t0 = time.perf_counter()
         loss = train_step(model, opt, inputs).item()  # synchronises
         times.append(time.perf_counter() - t0)
+        print(f"step {len(times)}: {times[-1]:.3f} s", file=sys.stderr, flush=True)  # progress, kept on a timeout
         losses.append(loss)
         tokens.append(n_tokens)
         flops.append(sum((4 * frozen + 6 * lora) * len(s["input_ids"]) + 12 * attn_width * len(s["input_ids"]) ** 2
@@ -564,6 +569,8 @@ def run(args) -> None:
                 line = res.get("error") or (f"{res['tokens_per_second']:.0f} tok/s, "
                                             f"{res.get('peak_allocated_gib', '-')} GiB, MFU {res.get('mfu', '-')}")
                 print(f"[{name} ckpt={ckpt}] {tool}: {line}", flush=True)
+                for said in res.get("stderr_tail", []):  # what the worker was doing when it was stopped
+                    print(f"    {said[:240]}", flush=True)
                 (out / "speed.json").write_text(json.dumps({"ceiling_tflops": ceiling, "results": results,
                                                             "versions": versions()}, indent=1))
     table = render_table(results, ceiling)
@@ -586,7 +593,7 @@ def run_worker(name, tool, ckpt, folder, args) -> dict:
         said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         done = [line for line in said.splitlines() if " fit (" in line]
         return {"model": name, "tool": tool, "ckpt": ckpt, "error": f"timed out after {args.timeout} s",
-                **({"progress": done} if done else {})}
+                "stderr_tail": said.splitlines()[-int(os.environ.get("SEEKTUNE_BENCH_TAIL", 12)):], **({"progress": done} if done else {})}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
