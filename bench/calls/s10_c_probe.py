@@ -12,7 +12,7 @@ import seektune.training.offload as offload
 from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
 from seektune.training.speed import compile_layers
 
-faulthandler.dump_traceback_later(40, repeat=True, file=sys.stderr)
+faulthandler.dump_traceback_later(25, repeat=True, file=sys.stderr)
 mark = sys.argv[1] == "on"
 if not mark:
     offload.mark_residual_mlp = lambda layer: False
