@@ -425,7 +425,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
                    "seektune-graphs": dict(cuda_graphs=True), "seektune-nographs": dict(cuda_graphs=False),
                    "seektune-graphs-compiled": dict(cuda_graphs=True, compile=True),
                    "seektune-cudnn": dict(attention="seektune_cudnn"),  # needs nvidia-cudnn-frontend (.whl/cudnn)
-                   "seektune-nomlp": {}, "seektune-varlenonly": {}}
+                   "seektune-nomlp": {}, "seektune-varlenonly": {}, "seektune-skipdown": {}}
         import seektune.training.speed as speed_module
 
         # seektune-varlenonly: rows of equal samples through the varlen kernel too, not batched through sdpa
@@ -447,7 +447,8 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         if tool.startswith("seektune") and fast.offload_checkpoints:
             from seektune.training.offload import offload_layer_inputs
 
-            assert offload_layer_inputs(model)
+            # seektune-skipdown: the recomputation leaves out the MLP's down projection (off by default, session 10)
+            assert offload_layer_inputs(model, skip_unused_mlp_output="skipdown" in tool)
     torch.manual_seed(seed)
     targets = lora_targets(model.config)
     if tool.startswith("seektune"):

@@ -260,7 +260,7 @@ def test_offloaded_recomputation_leaves_out_the_mlp_output_nothing_reads():
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
         if setup != "torch checkpoint":
-            assert offload_layer_inputs(model) == 3
+            assert offload_layer_inputs(model, skip_unused_mlp_output=True) == 3
         if setup.endswith("compiled"):
             assert compile_layers(model) == 3
             _train_step(model)  # compiles
