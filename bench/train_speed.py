@@ -593,8 +593,9 @@ def run_worker(name, tool, ckpt, folder, args) -> dict:
         # keep what the worker said it got through (the maxlen ladder prints each length that fit)
         said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         done = [line for line in said.splitlines() if " fit (" in line]
+        tail = said.splitlines()[-int(os.environ.get("SEEKTUNE_BENCH_TAIL", 12)):]
         return {"model": name, "tool": tool, "ckpt": ckpt, "error": f"timed out after {args.timeout} s",
-                "stderr_tail": said.splitlines()[-int(os.environ.get("SEEKTUNE_BENCH_TAIL", 12)):], **({"progress": done} if done else {})}
+                "stderr_tail": tail, **({"progress": done} if done else {})}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])

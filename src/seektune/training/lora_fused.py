@@ -105,7 +105,7 @@ class _LoraSwiGLUFn(torch.autograd.Function):
     (tokens x intermediate) tensor per layer, as Unsloth's fused MLP does."""
 
     @staticmethod
-    def forward(ctx, x, weights_of, scalings, out_features: int, output_unused: bool, a_g, b_g, a_u, b_u, a_d, b_d):
+    def forward(ctx, x, weights_of, scalings, output_unused: bool, a_g, b_g, a_u, b_u, a_d, b_d):
         dtype = _compute_dtype(x)
         s_g, s_u, s_d = scalings
         w_g, w_u, w_d = weights_of
@@ -118,7 +118,7 @@ class _LoraSwiGLUFn(torch.autograd.Function):
                 # A recomputation for the backward pass (see recomputing_for_backward): nothing reads the output, so
                 # the down projection, the largest product of a recomputed layer, is not run. Its low-rank input
                 # product is made in the backward pass from the h it recomputes there anyway.
-                out, ha_d = flat.new_empty(flat.shape[0], out_features), None
+                out, ha_d = flat.new_empty(flat.shape[0], b_d.shape[0]), None  # lora_B: (out_features, r)
             else:
                 h = torch.nn.functional.silu(e) * g
                 out, ha_d = _lora_product(h, w_d().to(dtype), lora[4], lora[5], s_d)
@@ -150,7 +150,7 @@ class _LoraSwiGLUFn(torch.autograd.Function):
         if grad_x is not None:
             grad_x = grad_x.view(ctx.x_shape).to(x_dtype)
         grads = [t.to(dt) for t, dt in zip((ga_g, gb_g, ga_u, gb_u, ga_d, gb_d), (a_dtype, b_dtype) * 3)]
-        return (grad_x, None, None, None, None, *grads)
+        return (grad_x, None, None, None, *grads)
 
 
 def _is_4bit(base) -> bool:
@@ -227,33 +227,30 @@ def mark_residual_mlp(layer) -> bool:
     return marked
 
 
-@functools.cache
 def _ends_with_residual_mlp(cls) -> bool:
+    return _forward_source(cls).endswith("hidden_states=self.mlp(hidden_states)hidden_states=residual+hidden_statesreturnhidden_states")
+
+
+@functools.cache  # one source read per class, not per layer
+def _forward_source(cls) -> str:
+    """The class's own forward as source text without whitespace ("" where there is no source)."""
     import inspect
 
     forward = cls.forward
     forward = getattr(forward, "__wrapped__", forward)  # transformers' checkpointing wrapper
     try:
-        body = "".join(inspect.getsource(forward).split())
+        return "".join(inspect.getsource(forward).split())
     except (OSError, TypeError):
-        return False
-    return body.endswith("hidden_states=self.mlp(hidden_states)hidden_states=residual+hidden_statesreturnhidden_states")
+        return ""
 
 
 def _is_silu(act) -> bool:
     return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"  # transformers' own, 5.2x
 
 
-@functools.cache  # one source read per MLP class, not per layer
 def _is_plain_swiglu(cls) -> bool:
     """The MLP's own forward is exactly down(act(gate(x)) * up(x)) (Llama, Qwen2, DeepSeek dense and shared experts)."""
-    import inspect
-
-    try:
-        body = "".join(inspect.getsource(cls.forward).split())
-    except (OSError, TypeError):
-        return False
-    return "self.down_proj(self.act_fn(self.gate_proj(x))*self.up_proj(x))" in body
+    return "self.down_proj(self.act_fn(self.gate_proj(x))*self.up_proj(x))" in _forward_source(cls)
 
 
 def _ready(layer, name: str) -> bool:
@@ -284,8 +281,7 @@ def _fused_mlp_forward(mlp, x, *args, **kwargs):
     lora = [t for p, n in zip(projections, names) for t in (p.lora_A[n].weight, p.lora_B[n].weight)]
     scalings = tuple(p.scaling[n] for p, n in zip(projections, names))
     output_unused = _recomputing and getattr(mlp, FEEDS_ONLY_THE_RESIDUAL, False)
-    return _LoraSwiGLUFn.apply(x, weights_of, scalings, mlp.down_proj.get_base_layer().out_features, output_unused,
-                               *lora)
+    return _LoraSwiGLUFn.apply(x, weights_of, scalings, output_unused, *lora)
 
 
 def _weight_of(base):
