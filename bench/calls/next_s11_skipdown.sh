@@ -6,14 +6,16 @@
 # not mean a hang: this call allows 150 s a 7B row, runs the skip first, and prints the step lines and thread stacks
 # (every 60 s) of any row that times out.
 #  1. 7B shape, synthetic full rows, batch 2, checkpointing on: seektune-skipdown, Unsloth, seektune.
-#  2. 1.5B shape, synthetic full rows, batch 4, checkpointing on: the same three.
+#  2. 1.5B shape, synthetic full rows, batch 4, checkpointing on: the same three, in what time the call has left
+#     (CALL_SECONDS, default 580).
 source bench/calls/prelude.sh
 mkdir -p $OUT/dense $OUT/qwen
 export SEEKTUNE_BENCH_STACKS=60 SEEKTUNE_BENCH_TAIL=40
 timeout 320 python3 bench/train_speed.py run --models llm7b --data synthetic \
   --tools seektune-skipdown,unsloth,seektune --ckpt on --timeout 150 --weights-root /tmp/w0 \
   --out $OUT/dense 2>&1 | grep -v "^|" | cut -c1-200 | tail -70
-timeout 230 python3 bench/train_speed.py run --models qwen1.5b --data synthetic \
+LEFT=$(( ${CALL_SECONDS:-580} - SECONDS ))  # the 1.5B rows get what the call has left
+[ $LEFT -gt 120 ] && timeout $LEFT python3 bench/train_speed.py run --models qwen1.5b --data synthetic \
   --tools seektune-skipdown,unsloth,seektune --ckpt on --steps 15 --warmup 3 --timeout 90 --weights-root /tmp/w0 \
   --out $OUT/qwen 2>&1 | grep -v "^|" | cut -c1-200 | tail -50
 find $OUT -name speed.md -delete
