@@ -206,6 +206,7 @@ def worker(args) -> dict:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4,
                             fused=device == "cuda")
     losses, times, tokens, flops = [], [], [], []
+    compiling = None
     for batch in batches:
         inputs = collate(batch, packed, device)
         n_tokens = sum(len(s["input_ids"]) for s in batch)
@@ -215,6 +216,8 @@ def worker(args) -> dict:
         loss = train_step(model, opt, inputs).item()  # synchronises
         times.append(time.perf_counter() - t0)
         print(f"step {len(times)}: {times[-1]:.3f} s", file=sys.stderr, flush=True)  # progress, kept on a timeout
+        if len(times) == 1 and os.environ.get("SEEKTUNE_BENCH_COMPILE"):  # what the first step's compilation did
+            compiling = compile_counters()
         losses.append(loss)
         tokens.append(n_tokens)
         flops.append(sum((4 * frozen + 6 * lora) * len(s["input_ids"]) + 12 * attn_width * len(s["input_ids"]) ** 2
@@ -250,6 +253,8 @@ def worker(args) -> dict:
     }
     if profile:
         result["profile"] = profile
+    if compiling:
+        result["compile_first_step"] = compiling
     if memory:
         result["memory"] = memory
     if device == "cuda":
@@ -391,6 +396,19 @@ def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
     return report
 
 
+def compile_counters() -> dict:
+    """torch.compile's counters so far (graphs, recompilations, cache hits) and its seconds per phase; also printed,
+    so that a worker that times out still shows them (stderr_tail)."""
+    from torch._dynamo.utils import compilation_time_metrics, counters
+
+    out = {group: dict(counters[group]) for group in ("stats", "frames", "recompiles", "aot_autograd", "inductor")
+           if counters.get(group)}
+    out["seconds"] = {name: round(sum(values), 1) for name, values in compilation_time_metrics.items()
+                      if sum(values) >= 0.5}  # the phases that took time
+    print(f"compile after step 1: {json.dumps(out)[:4000]}", file=sys.stderr, flush=True)
+    return out
+
+
 def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
     """(model with LoRA attached, whether it takes packed rows)."""
     import torch
@@ -425,7 +443,8 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
                    "seektune-graphs": dict(cuda_graphs=True), "seektune-nographs": dict(cuda_graphs=False),
                    "seektune-graphs-compiled": dict(cuda_graphs=True, compile=True),
                    "seektune-cudnn": dict(attention="seektune_cudnn"),  # needs nvidia-cudnn-frontend (.whl/cudnn)
-                   "seektune-nomlp": {}, "seektune-varlenonly": {}, "seektune-skipdown": {}}
+                   "seektune-nomlp": {}, "seektune-varlenonly": {},
+                   "seektune-skipdown": dict(lean_recompute=True)}  # the recomputation skips the MLP's down proj
         import seektune.training.speed as speed_module
 
         # seektune-varlenonly: rows of equal samples through the varlen kernel too, not batched through sdpa
@@ -447,8 +466,7 @@ def build(tool: str, folder: Path, dtype, device: str, ckpt: bool, seed: int):
         if tool.startswith("seektune") and fast.offload_checkpoints:
             from seektune.training.offload import offload_layer_inputs
 
-            # seektune-skipdown: the recomputation leaves out the MLP's down projection (off by default, session 10)
-            assert offload_layer_inputs(model, skip_unused_mlp_output="skipdown" in tool)
+            assert offload_layer_inputs(model, skip_unused_mlp_output=fast.lean_recompute)
     torch.manual_seed(seed)
     targets = lora_targets(model.config)
     if tool.startswith("seektune"):

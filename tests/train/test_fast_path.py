@@ -134,6 +134,11 @@ def test_auto_switches(smol_dir):
     assert moe.offload_checkpoints is False and any("MoE" in n for n in moe.notes)
     assert decide(TrainSection(gradient_checkpointing=True, offload_checkpoints=True), moe_cfg,
                   "cuda").offload_checkpoints is True
+    # The lean recomputation: only asked for, and only where offloaded checkpoints and one-node LoRA run.
+    assert decide(TrainSection(gradient_checkpointing=True), cfg, "cuda").lean_recompute is False
+    assert decide(TrainSection(gradient_checkpointing=True, lean_recompute=True), cfg, "cuda").lean_recompute is True
+    unfused = decide(TrainSection(gradient_checkpointing=True, lean_recompute=True, fused_lora=False), cfg, "cuda")
+    assert unfused.lean_recompute is False and any("lean_recompute needs" in n for n in unfused.notes)
     # CUDA-graphed checkpointed layers: MoE on a GPU, with checkpointing and without dropout; the graphs replay
     # compiled layers unless train.compile=false
     assert (moe.cuda_graphs, moe.compile, gpu.cuda_graphs, cpu.cuda_graphs) == (True, True, False, False)

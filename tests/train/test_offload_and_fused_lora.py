@@ -325,7 +325,8 @@ def test_compiled_4bit_layers_expand_the_weight_again_in_backward_instead_of_kee
 
 
 def test_train_run_with_offload_and_fused_lora_follows_the_plain_run(tmp_path):
-    """The switches through seektune.train on the embedded model: same losses step for step."""
+    """The switches (with the lean recomputation) through seektune.train on the embedded model: same losses step for
+    step."""
     runs = {}
     for fast in (False, True):
         runs[fast] = seektune.train({
@@ -333,10 +334,10 @@ def test_train_run_with_offload_and_fused_lora_follows_the_plain_run(tmp_path):
                      "max_length": 64, "holdout_prompts": 0},
             "lora": {"dropout": 0.0},
             "train": {"max_steps": 3, "per_device_batch_size": 4, "gradient_checkpointing": True,
-                      "offload_checkpoints": fast, "fused_lora": fast, "save_steps": 100},
+                      "offload_checkpoints": fast, "fused_lora": fast, "lean_recompute": fast, "save_steps": 100},
             "output": str(tmp_path / f"fast-{fast}"),
         })
-    assert runs[True].info["fast_path"]["fused_lora"] is True
+    assert runs[True].info["fast_path"]["fused_lora"] is True and runs[True].info["fast_path"]["lean_recompute"]
     assert runs[False].info["fast_path"]["fused_lora"] is False
     for a, b in zip(runs[False].step_metrics, runs[True].step_metrics, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-4, (a, b)

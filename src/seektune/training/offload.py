@@ -130,7 +130,7 @@ def offload_layer_inputs(model, skip_unused_mlp_output: bool = False) -> int:
     """Replace transformers' checkpointing of each decoder layer by the offloaded one. Returns how many layers.
 
     skip_unused_mlp_output: the recomputation leaves out the one-node MLP's down projection, whose output it never
-    reads (lora_fused.recomputing_for_backward). Same gradients on the CPU, eager and compiled; off by default because
-    its first GPU run (bench/RESULTS.md, session 10) timed out for reasons not found yet."""
+    reads (lora_fused.recomputing_for_backward; train.lean_recompute). Same gradients, 1.06x the step speed on the 7B
+    shape, but the first step compiled 30-70 s longer on an H100 (bench/RESULTS.md, session 11), hence off by default."""
     ledger = HostLedger()
     return len(wrap_layer_forwards(model, lambda layer, _index: OffloadedLayer(layer, ledger, skip_unused_mlp_output)))

@@ -118,7 +118,7 @@ def _train_in(cfg: RunConfig, out: Path, work: Path, checkpoint: Optional[Path],
     if fast.gradient_checkpointing:  # train.gradient_checkpointing as resolved for this model and device
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-        if fast.offload_checkpoints and offload_layer_inputs(model):
+        if fast.offload_checkpoints and offload_layer_inputs(model, skip_unused_mlp_output=fast.lean_recompute):
             console.print("[dim]checkpointed layer inputs are kept in CPU memory[/dim]")
     from seektune.training import moe
 

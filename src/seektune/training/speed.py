@@ -35,6 +35,7 @@ class FastPath:
     fused_loss: bool = False
     fused_lora: bool = False
     offload_checkpoints: bool = False
+    lean_recompute: bool = False  # the recomputation leaves out the MLP's unused down projection (offload.py)
     cuda_graphs: bool = False
     gradient_checkpointing: bool = False
 
@@ -57,6 +58,8 @@ class FastPath:
             parts.append("gradient checkpointing")
         if self.offload_checkpoints:
             parts.append("checkpointed layer inputs in CPU memory")
+        if self.lean_recompute:
+            parts.append("recomputation without the MLP's unused output")
         if self.cuda_graphs:
             parts.append("checkpointed layers as CUDA graphs")
         return ", ".join(parts)
@@ -141,9 +144,13 @@ def decide(train_cfg, model_config, device_type: str, lora_dropout: float = 0.0)
         offload = False
         # compile_ stays as decided above: compiled layers replayed as graphs measured 1.56x graphs of the eager
         # layers on the V2-Lite shape (bench/RESULTS.md, session 7), at the price of ~2 min of compilation.
+    lean = bool(train_cfg.lean_recompute and offload and fused_lora)
+    if train_cfg.lean_recompute and not lean:
+        notes.append("train.lean_recompute needs offloaded checkpoints and one-node LoRA (gradient_checkpointing, "
+                     "offload_checkpoints and fused_lora on): the recomputation runs in full")
     return FastPath(packing=packing, attention=attention, liger=liger, notes=notes, compile=compile_,
-                    fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload, cuda_graphs=graphs,
-                    gradient_checkpointing=ckpt)
+                    fused_loss=fused_loss, fused_lora=fused_lora, offload_checkpoints=offload, lean_recompute=lean,
+                    cuda_graphs=graphs, gradient_checkpointing=ckpt)
 
 
 def _decide_checkpointing(train_cfg, model_config, on_gpu: bool, packing: bool, attention: str, lora_dropout: float,

@@ -1,4 +1,4 @@
-# Prepared for session 11's first GPU call (one GPU, ~9 min). Carry bench/.data and .whl.
+# Session 11, first GPU call (one H100, 507 s). Carry bench/.data and .whl. Run as `CALL_SECONDS=560 bash bench/calls/s11_a.sh`.
 # Session 10 made the recomputation of a checkpointed layer leave out the MLP's down projection, whose output nothing
 # reads (offload_layer_inputs(skip_unused_mlp_output=True); same gradients on the CPU, eager and compiled, and the same
 # two compiled graphs as without it). Its one GPU run (s10_b) timed out for every seektune row, so it is off by
