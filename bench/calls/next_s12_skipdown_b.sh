@@ -9,11 +9,11 @@
 source bench/calls/prelude.sh
 mkdir -p $OUT/qwen $OUT/qlora
 export SEEKTUNE_BENCH_COMPILE=1 SEEKTUNE_BENCH_TAIL=30
-timeout 300 python3 bench/train_speed.py run --models qwen1.5b --data synthetic \
+timeout 290 python3 bench/train_speed.py run --models qwen1.5b --data synthetic \
   --tools seektune-skipdown,unsloth,seektune --ckpt on --steps 15 --warmup 3 --timeout 120 --weights-root /tmp/w0 \
   --out $OUT/qwen 2>&1 | grep "tok/s\|timed out\|exit\|    " | cut -c1-400
-timeout 240 python3 bench/train_speed.py run --models llm7b --data synthetic --tools seektune-skipdown-4bit,unsloth-4bit \
-  --ckpt on --timeout 150 --weights-root /tmp/w0 --out $OUT/qlora 2>&1 | grep "tok/s\|timed out\|exit\|    " | cut -c1-400
+timeout 270 python3 bench/train_speed.py run --models llm7b --data synthetic --tools seektune-skipdown-4bit,unsloth-4bit \
+  --ckpt on --timeout 165 --weights-root /tmp/w0 --out $OUT/qlora 2>&1 | grep "tok/s\|timed out\|exit\|    " | cut -c1-400
 python3 - <<'PY'
 import json, os
 for f in ("qwen", "qlora"):
