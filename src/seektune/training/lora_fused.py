@@ -206,8 +206,8 @@ FEEDS_ONLY_THE_RESIDUAL = "_seektune_mlp_feeds_only_the_residual"  # set on an M
 @contextlib.contextmanager
 def recomputing_for_backward():
     """Within: the one-node MLPs marked by mark_residual_mlp leave out their down projection (its output is unused).
-    On the 7B shape that is 7% of a checkpointed step's matmul FLOPs. Set by offload.py's checkpoint node, and only
-    where offload_layer_inputs was asked to (skip_unused_mlp_output)."""
+    On the 7B shape that is 7% of a checkpointed step's matmul FLOPs. offload.py's checkpoint node sets it around
+    every recomputation; only MLPs that offload_layer_inputs(skip_unused_mlp_output=True) marked act on it."""
     global _recomputing
     previous, _recomputing = _recomputing, True
     try:
