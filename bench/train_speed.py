@@ -197,7 +197,12 @@ def worker(args) -> dict:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_load = time.perf_counter()
+    if os.environ.get("SEEKTUNE_BENCH_WAIT_POOL") and device == "cuda":  # start Inductor's compile workers now
+        from torch._inductor.async_compile import maybe_warm_pool
+
+        maybe_warm_pool()
     model, packed = build(args.tool, folder, dtype, device, ckpt, args.seed)
+    pool_wait = wait_for_compile_pool() if os.environ.get("SEEKTUNE_BENCH_WAIT_POOL") and device == "cuda" else None
     print(f"{args.tool}: {describe(model)}", file=sys.stderr)
     load_s = time.perf_counter() - t_load
     frozen, attn_width = linear_flops_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
@@ -212,9 +217,12 @@ def worker(args) -> dict:
         n_tokens = sum(len(s["input_ids"]) for s in batch)
         if device == "cuda":
             torch.cuda.synchronize()
+        profiler = first_step_profiler(args.tool) if not times else None
         t0 = time.perf_counter()
         loss = train_step(model, opt, inputs).item()  # synchronises
         times.append(time.perf_counter() - t0)
+        if profiler:
+            profiler()
         print(f"step {len(times)}: {times[-1]:.3f} s", file=sys.stderr, flush=True)  # progress, kept on a timeout
         if len(times) == 1 and os.environ.get("SEEKTUNE_BENCH_COMPILE"):  # what the first step's compilation did
             compiling = compile_counters()
@@ -255,6 +263,8 @@ def worker(args) -> dict:
         result["profile"] = profile
     if compiling:
         result["compile_first_step"] = compiling
+    if pool_wait is not None:
+        result["compile_pool_wait_seconds"] = pool_wait
     if memory:
         result["memory"] = memory
     if device == "cuda":
@@ -396,6 +406,41 @@ def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
     return report
 
 
+def first_step_profiler(tool: str):
+    """SEEKTUNE_BENCH_CPROFILE=DIR: profile the first step (where compilation happens) with cProfile; the returned
+    function stops it and writes DIR/<tool>.txt, the 60 hottest functions by cumulative and by own time."""
+    folder = os.environ.get("SEEKTUNE_BENCH_CPROFILE")
+    if not folder:
+        return None
+    import cProfile
+    import io
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+
+    def stop():
+        profile.disable()
+        text = io.StringIO()
+        stats = pstats.Stats(profile, stream=text).strip_dirs()
+        stats.sort_stats("cumulative").print_stats(60)
+        stats.sort_stats("tottime").print_stats(60)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{tool}.txt").write_text(text.getvalue())
+
+    return stop
+
+
+def wait_for_compile_pool() -> float:
+    """Wait until Inductor's compile worker processes are up; returns the seconds waited. Until they are, Inductor
+    compiles each new Triton kernel in the training process itself, one at a time (AsyncCompile.use_process_pool)."""
+    from torch._inductor.async_compile import AsyncCompile
+
+    t0 = time.perf_counter()
+    AsyncCompile.wait_pool_ready()
+    return round(time.perf_counter() - t0, 2)
+
+
 def compile_counters() -> dict:
     """torch.compile's counters so far (graphs, recompilations, cache hits) and its seconds per phase; also printed,
     so that a worker that times out still shows them (stderr_tail)."""
@@ -403,6 +448,10 @@ def compile_counters() -> dict:
 
     out = {group: dict(counters[group]) for group in ("stats", "frames", "recompiles", "aot_autograd", "inductor")
            if counters.get(group)}
+    from torch._inductor.async_compile import AsyncCompile
+
+    ready = AsyncCompile._ready_future
+    out["compile_pool_ready"] = ready.done() if ready is not None else None  # else kernels compiled in-process
     out["seconds"] = {name: round(sum(values), 1) for name, values in compilation_time_metrics.items()
                       if sum(values) >= 0.5}  # the phases that took time
     print(f"compile after step 1: {json.dumps(out)[:4000]}", file=sys.stderr, flush=True)

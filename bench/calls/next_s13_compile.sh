@@ -1,0 +1,25 @@
+# Prepared in session 12 for the next GPU session (one GPU, at most ~10 min: use timeout_s 600); not run yet. Carry bench/.data and .whl.
+# Where the skip's (train.lean_recompute) extra first-step time goes. s12_a.sh showed it in Inductor's
+# Scheduler.codegen (52 s, against 3 s for Unsloth's compiled code). Suspect: until Inductor's compile worker pool
+# is up, each new Triton kernel is compiled inside the training process, one at a time, and that happens inside
+# Scheduler.codegen. Two decoder layers of the 7B shape, synthetic full rows, checkpointing on, each row with its own
+# empty Inductor cache:
+#   1. seektune-skipdown, its first step under cProfile (SEEKTUNE_BENCH_CPROFILE; slows compilation, hence the limit)
+#   2. seektune-skipdown, waiting for the compile pool before the first step (SEEKTUNE_BENCH_WAIT_POOL: the pool is
+#      started before the model loads)
+#   3. seektune (no skip)
+source bench/calls/prelude.sh
+export SEEKTUNE_BENCH_COMPILE=1 SEEKTUNE_BENCH_TAIL=20
+row() {  # name tool limit [env...]
+  local name=$1 tool=$2 limit=$3; shift 3
+  env TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-$name "$@" timeout $((limit + 40)) python3 bench/train_speed.py run --models llm7b \
+    --layers 2 --data synthetic --tools $tool --ckpt on --steps 2 --warmup 1 --timeout $limit --weights-root /tmp/w0 \
+    --out $OUT/$name 2>&1 | grep "tok/s\|timed out\|exit" | cut -c1-300
+  python3 -c "import json,sys; [print(r['tool'], r.get('step_seconds'), r.get('compile_pool_wait_seconds'), json.dumps(r.get('compile_first_step'))[:1200]) for r in json.load(open(sys.argv[1]))['results']]" $OUT/$name/speed.json
+  mv $OUT/cprofile/$tool.txt $OUT/cprofile/$name.txt 2>/dev/null
+}
+row skip seektune-skipdown 200 SEEKTUNE_BENCH_CPROFILE=$OUT/cprofile
+row skip-pool seektune-skipdown 140 SEEKTUNE_BENCH_WAIT_POOL=1
+row plain seektune 100
+for f in $OUT/cprofile/*.txt; do echo "== $f"; grep -v "^$" $f | head -70 | cut -c1-180; done
+find $OUT -name speed.md -delete
