@@ -19,6 +19,10 @@ path, and Unsloth, on random-initialised models with real shapes and real variab
   # the steady state of a long run (tools that compile or capture graphs per row length have seen every length):
   # the steps go round 20 batches, the first 20 steps are the warm-up
   python bench/train_speed.py run --models v2lite --tools hf,seektune,seektune-nographs --ckpt on --cycle 20 --warmup 20 --steps 20
+  # what the first step's compilation did: torch.compile's counters and seconds per phase (SEEKTUNE_BENCH_COMPILE=1),
+  # the step under cProfile (SEEKTUNE_BENCH_CPROFILE=DIR), and with Inductor's compile workers up before it starts
+  # (SEEKTUNE_BENCH_WAIT_POOL=1)
+  SEEKTUNE_BENCH_COMPILE=1 SEEKTUNE_BENCH_CPROFILE=out/cprofile python bench/train_speed.py run --models llm7b --layers 2 --data synthetic --tools seektune-skipdown --ckpt on --steps 2 --warmup 1
 
 Every tool trains the same samples in the same order from the same weights with the same LoRA (r=16, alpha=32,
 dropout 0, attention + MLP projections), fused AdamW 2e-4, one optimizer step per batch. tokens/s counts real

@@ -1,4 +1,4 @@
-# Prepared in session 11 for the next GPU session (one GPU, ~9 min); not run yet. Carry bench/.data and .whl.
+# Prepared in session 11, run in session 12 (one H100, 551 s; bench/RESULTS.md, Session 12). Carry bench/.data and .whl.
 # The skip (train.lean_recompute, bench tool seektune-skipdown) took 6% off the 7B shape's checkpointed steps in
 # session 11 (1.10x Unsloth in one call), but its first step compiled 30-70 s longer than seektune's default, on the
 # GPU only. This call:
