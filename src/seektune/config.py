@@ -171,7 +171,7 @@ class TrainSection(_Section):
     lean_recompute: bool = Field(
         False, description="with offload_checkpoints and fused_lora: a checkpointed layer's recomputation leaves out "
         "the MLP's down projection, whose output it never reads (same gradients): 1.06x the step speed on the 7B "
-        "shape, but on an H100 the first step compiled 30-70 s longer, so it pays off over a few thousand steps; off "
+        "shape, but on an H100 the first step compiled 30-90 s longer, so it pays off over a few thousand steps; off "
         "until that is understood"
     )
     cuda_graphs: Union[bool, Literal["auto"]] = Field(

@@ -131,6 +131,7 @@ def offload_layer_inputs(model, skip_unused_mlp_output: bool = False) -> int:
 
     skip_unused_mlp_output: the recomputation leaves out the one-node MLP's down projection, whose output it never
     reads (lora_fused.recomputing_for_backward; train.lean_recompute). Same gradients, 1.06x the step speed on the 7B
-    shape, but the first step compiled 30-70 s longer on an H100 (bench/RESULTS.md, session 11), hence off by default."""
+    shape, but the first step compiled 30-90 s longer on an H100 (bench/RESULTS.md, sessions 11-12), hence off by
+    default."""
     ledger = HostLedger()
     return len(wrap_layer_forwards(model, lambda layer, _index: OffloadedLayer(layer, ledger, skip_unused_mlp_output)))
