@@ -206,9 +206,9 @@ def worker(args) -> dict:
 
         maybe_warm_pool()
     model, packed = build(args.tool, folder, dtype, device, ckpt, args.seed)
-    pool_wait = wait_for_compile_pool() if os.environ.get("SEEKTUNE_BENCH_WAIT_POOL") and device == "cuda" else None
     print(f"{args.tool}: {describe(model)}", file=sys.stderr)
     load_s = time.perf_counter() - t_load
+    pool_wait = wait_for_compile_pool() if os.environ.get("SEEKTUNE_BENCH_WAIT_POOL") and device == "cuda" else None
     frozen, attn_width = linear_flops_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
@@ -455,7 +455,8 @@ def compile_counters() -> dict:
     from torch._inductor.async_compile import AsyncCompile
 
     ready = AsyncCompile._ready_future
-    out["compile_pool_ready"] = ready.done() if ready is not None else None  # else kernels compiled in-process
+    # False or None: Inductor was still building new kernels in this process, one at a time
+    out["compile_pool_ready"] = ready.done() if ready is not None else None
     out["seconds"] = {name: round(sum(values), 1) for name, values in compilation_time_metrics.items()
                       if sum(values) >= 0.5}  # the phases that took time
     print(f"compile after step 1: {json.dumps(out)[:4000]}", file=sys.stderr, flush=True)
