@@ -1,9 +1,9 @@
 # Prepared in session 12 for the next GPU session (one GPU, at most ~10 min: use timeout_s 600); not run yet. Carry bench/.data and .whl.
 # Where the skip's (train.lean_recompute) extra first-step time goes. s12_a.sh showed it in Inductor's
-# Scheduler.codegen (52 s, against 3 s for Unsloth's compiled code). Suspect: until Inductor's compile worker pool
-# is up, each new Triton kernel is compiled inside the training process, one at a time, and that happens inside
-# Scheduler.codegen. Two decoder layers of the 7B shape, synthetic full rows, checkpointing on, each row with its own
-# empty Inductor cache:
+# Scheduler.codegen (52 s, against 3 s for Unsloth's compiled code), and not in building kernels in the training
+# process while the compile pool starts (async_compile.precompile: 4.9 s). The cProfile of the first step names the
+# functions; the pool row rules the pool out for good. Two decoder layers of the 7B shape, synthetic full rows,
+# checkpointing on, each row with its own empty Inductor cache:
 #   1. seektune-skipdown, its first step under cProfile (SEEKTUNE_BENCH_CPROFILE; slows compilation, hence the limit)
 #   2. seektune-skipdown, waiting for the compile pool before the first step (SEEKTUNE_BENCH_WAIT_POOL: the pool is
 #      started before the model loads)
