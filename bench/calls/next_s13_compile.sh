@@ -4,7 +4,8 @@
 # process while the compile pool starts (async_compile.precompile: 4.9 s). The cProfile of the first step names the
 # functions; the pool row rules the pool out for good. Two decoder layers of the 7B shape, synthetic full rows,
 # checkpointing on, each row with its own empty Inductor cache:
-#   1. seektune-skipdown, its first step under cProfile (SEEKTUNE_BENCH_CPROFILE; slows compilation, hence the limit)
+#   1. seektune-skipdown, its first step under cProfile (SEEKTUNE_BENCH_CPROFILE; slows compilation, hence the limit;
+#      should it time out anyway, the stacks it dumps every 20 s are in $OUT/skip/speed.json, stderr_tail)
 #   2. seektune-skipdown, waiting for the compile pool before the first step (SEEKTUNE_BENCH_WAIT_POOL: the pool is
 #      started before the model loads)
 #   3. seektune (no skip)
@@ -18,7 +19,7 @@ row() {  # name tool limit [env...]
   python3 -c "import json,sys; [print(r['tool'], r.get('step_seconds'), r.get('compile_pool_wait_seconds'), json.dumps(r.get('compile_first_step'))[:1200]) for r in json.load(open(sys.argv[1]))['results']]" $OUT/$name/speed.json
   mv $OUT/cprofile/$tool.txt $OUT/cprofile/$name.txt 2>/dev/null
 }
-row skip seektune-skipdown 200 SEEKTUNE_BENCH_CPROFILE=$OUT/cprofile
+row skip seektune-skipdown 200 SEEKTUNE_BENCH_CPROFILE=$OUT/cprofile SEEKTUNE_BENCH_STACKS=20 SEEKTUNE_BENCH_TAIL=150
 row skip-pool seektune-skipdown 140 SEEKTUNE_BENCH_WAIT_POOL=1
 row plain seektune 100
 for f in $OUT/cprofile/*.txt; do echo "== $f"; grep -v "^$" $f | head -70 | cut -c1-180; done
