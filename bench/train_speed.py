@@ -20,9 +20,9 @@ path, and Unsloth, on random-initialised models with real shapes and real variab
   # the steps go round 20 batches, the first 20 steps are the warm-up
   python bench/train_speed.py run --models v2lite --tools hf,seektune,seektune-nographs --ckpt on --cycle 20 --warmup 20 --steps 20
   # what the first step's compilation did: torch.compile's counters and seconds per phase (SEEKTUNE_BENCH_COMPILE=1),
-  # the step under cProfile (SEEKTUNE_BENCH_CPROFILE=DIR), and with Inductor's compile workers up before it starts
-  # (SEEKTUNE_BENCH_WAIT_POOL=1)
-  SEEKTUNE_BENCH_COMPILE=1 SEEKTUNE_BENCH_CPROFILE=out/cprofile python bench/train_speed.py run --models llm7b --layers 2 --data synthetic --tools seektune-skipdown --ckpt on --steps 2 --warmup 1
+  # every thread's Python stack sampled every 20 ms (SEEKTUNE_BENCH_STACK_SAMPLES=DIR), and with Inductor's compile
+  # workers up before it starts (SEEKTUNE_BENCH_WAIT_POOL=1)
+  SEEKTUNE_BENCH_COMPILE=1 SEEKTUNE_BENCH_STACK_SAMPLES=out/samples python bench/train_speed.py run --models llm7b --layers 2 --data synthetic --tools seektune-skipdown --ckpt on --steps 2 --warmup 1
 
 Every tool trains the same samples in the same order from the same weights with the same LoRA (r=16, alpha=32,
 dropout 0, attention + MLP projections), fused AdamW 2e-4, one optimizer step per batch. tokens/s counts real
@@ -411,26 +411,50 @@ def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
 
 
 def first_step_profiler(tool: str):
-    """SEEKTUNE_BENCH_CPROFILE=DIR: profile the first step (where compilation happens) with cProfile; the returned
-    function stops it and writes DIR/<tool>.txt, the 60 hottest functions by cumulative and by own time."""
-    folder = os.environ.get("SEEKTUNE_BENCH_CPROFILE")
+    """SEEKTUNE_BENCH_STACK_SAMPLES=DIR: where the first step (the one that compiles) spends its time, in every thread.
+    cProfile would see only this thread, but on a GPU the recomputation, and so its compilation, runs in the autograd
+    engine's own thread. A sampler thread therefore reads every thread's Python stack every 20 ms; the returned
+    function stops it and writes DIR/<tool>.txt: per function, the share of samples it was on a stack (inclusive)
+    and at its top (own time), the 60 largest of each."""
+    folder = os.environ.get("SEEKTUNE_BENCH_STACK_SAMPLES")
     if not folder:
         return None
-    import cProfile
-    import io
-    import pstats
+    import collections
+    import threading
 
-    profile = cProfile.Profile()
-    profile.enable()
+    inclusive, own = collections.Counter(), collections.Counter()
+    samples = [0]
+    done = threading.Event()
+
+    def sample():
+        me = threading.get_ident()
+        while not done.wait(0.02):
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                names = []
+                while frame is not None:
+                    code = frame.f_code
+                    names.append(f"{Path(code.co_filename).name}:{code.co_firstlineno}({code.co_name})")
+                    frame = frame.f_back
+                if names and not names[0].startswith("threading.py"):  # idle pool threads wait in threading.py
+                    own[names[0]] += 1
+                    inclusive.update(set(names))
+            samples[0] += 1
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
 
     def stop():
-        profile.disable()
-        text = io.StringIO()
-        stats = pstats.Stats(profile, stream=text).strip_dirs()
-        stats.sort_stats("cumulative").print_stats(60)
-        stats.sort_stats("tottime").print_stats(60)
+        done.set()
+        sampler.join()
+        n = max(samples[0], 1)
+        lines = [f"{samples[0]} samples, 20 ms apart, of every thread's Python stack", "", "inclusive:"]
+        lines += [f"{c / n:7.1%}  {name}" for name, c in inclusive.most_common(60)]
+        lines += ["", "own (top of the stack):"]
+        lines += [f"{c / n:7.1%}  {name}" for name, c in own.most_common(60)]
         Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"{tool}.txt").write_text(text.getvalue())
+        (Path(folder) / f"{tool}.txt").write_text("\n".join(lines) + "\n")
 
     return stop
 

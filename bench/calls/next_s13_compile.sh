@@ -1,10 +1,10 @@
 # Prepared in session 12 for the next GPU session (one GPU, at most ~10 min: use timeout_s 600); not run yet. Carry bench/.data and .whl.
 # Where the skip's (train.lean_recompute) extra first-step time goes. s12_a.sh showed it in Inductor's
 # Scheduler.codegen (52 s, against 3 s for Unsloth's compiled code), and not in building kernels in the training
-# process while the compile pool starts (async_compile.precompile: 4.9 s). The cProfile of the first step names the
-# functions; the pool row rules the pool out for good. Two decoder layers of the 7B shape, synthetic full rows,
+# process while the compile pool starts (async_compile.precompile: 4.9 s). Sampled stacks of the first step name the
+# functions (every thread: the recomputation compiles in the autograd engine's thread); the pool row rules the pool out for good. Two decoder layers of the 7B shape, synthetic full rows,
 # checkpointing on, each row with its own empty Inductor cache:
-#   1. seektune-skipdown, its first step under cProfile (SEEKTUNE_BENCH_CPROFILE; slows compilation, hence the limit;
+#   1. seektune-skipdown, its first step's stacks sampled every 20 ms (SEEKTUNE_BENCH_STACK_SAMPLES; a generous limit;
 #      should it time out anyway, the stacks it dumps every 20 s are in $OUT/skip/speed.json, stderr_tail)
 #   2. seektune-skipdown, waiting for the compile pool before the first step (SEEKTUNE_BENCH_WAIT_POOL: the pool is
 #      started before the model loads)
@@ -17,10 +17,10 @@ row() {  # name tool limit [env...]
     --layers 2 --data synthetic --tools $tool --ckpt on --steps 2 --warmup 1 --timeout $limit --weights-root /tmp/w0 \
     --out $OUT/$name 2>&1 | grep "tok/s\|timed out\|exit" | cut -c1-300
   python3 -c "import json,sys; [print(r['tool'], r.get('step_seconds'), r.get('compile_pool_wait_seconds'), json.dumps(r.get('compile_first_step'))[:1200]) for r in json.load(open(sys.argv[1]))['results']]" $OUT/$name/speed.json
-  mv $OUT/cprofile/$tool.txt $OUT/cprofile/$name.txt 2>/dev/null
+  mv $OUT/samples/$tool.txt $OUT/samples/$name.txt 2>/dev/null
 }
-row skip seektune-skipdown 200 SEEKTUNE_BENCH_CPROFILE=$OUT/cprofile SEEKTUNE_BENCH_STACKS=20 SEEKTUNE_BENCH_TAIL=150
+row skip seektune-skipdown 200 SEEKTUNE_BENCH_STACK_SAMPLES=$OUT/samples SEEKTUNE_BENCH_STACKS=20 SEEKTUNE_BENCH_TAIL=150
 row skip-pool seektune-skipdown 140 SEEKTUNE_BENCH_WAIT_POOL=1
 row plain seektune 100
-for f in $OUT/cprofile/*.txt; do echo "== $f"; grep -v "^$" $f | head -70 | cut -c1-180; done
+for f in $OUT/samples/*.txt; do echo "== $f"; grep -v "^$" $f | head -45 | cut -c1-150; done
 find $OUT -name speed.md -delete
