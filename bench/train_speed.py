@@ -201,14 +201,15 @@ def worker(args) -> dict:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_load = time.perf_counter()
-    if os.environ.get("SEEKTUNE_BENCH_WAIT_POOL") and device == "cuda":  # start Inductor's compile workers now
+    wait_pool = bool(os.environ.get("SEEKTUNE_BENCH_WAIT_POOL")) and device == "cuda"
+    if wait_pool:  # start Inductor's compile workers now, while the model loads
         from torch._inductor.async_compile import maybe_warm_pool
 
         maybe_warm_pool()
     model, packed = build(args.tool, folder, dtype, device, ckpt, args.seed)
     print(f"{args.tool}: {describe(model)}", file=sys.stderr)
     load_s = time.perf_counter() - t_load
-    pool_wait = wait_for_compile_pool() if os.environ.get("SEEKTUNE_BENCH_WAIT_POOL") and device == "cuda" else None
+    pool_wait = wait_for_compile_pool() if wait_pool else None
     frozen, attn_width = linear_flops_params(model.get_base_model() if hasattr(model, "get_base_model") else model)
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
@@ -473,13 +474,12 @@ def compile_counters() -> dict:
     """torch.compile's counters so far (graphs, recompilations, cache hits) and its seconds per phase; also printed,
     so that a worker that times out still shows them (stderr_tail)."""
     from torch._dynamo.utils import compilation_time_metrics, counters
+    from torch._inductor.async_compile import AsyncCompile
 
     out = {group: dict(counters[group]) for group in ("stats", "frames", "recompiles", "aot_autograd", "inductor")
            if counters.get(group)}
-    from torch._inductor.async_compile import AsyncCompile
-
     ready = AsyncCompile._ready_future
-    # False or None: Inductor was still building new kernels in this process, one at a time
+    # False: the workers were still starting, so Inductor built new kernels in this process; None: no pool was asked for
     out["compile_pool_ready"] = ready.done() if ready is not None else None
     out["seconds"] = {name: round(sum(values), 1) for name, values in compilation_time_metrics.items()
                       if sum(values) >= 0.5}  # the phases that took time
