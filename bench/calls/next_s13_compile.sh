@@ -1,7 +1,9 @@
 # Prepared in session 12 for the next GPU session (one GPU, at most ~10 min: use timeout_s 600); not run yet. Carry bench/.data and .whl.
 # Where the skip's (train.lean_recompute) extra first-step time goes. s12_a.sh showed it in Inductor's
 # Scheduler.codegen (52 s, against 3 s for Unsloth's compiled code), and not in building kernels in the training
-# process while the compile pool starts (async_compile.precompile: 4.9 s). Sampled stacks of the first step name the
+# process while the compile pool starts (async_compile.precompile: 4.9 s). Session 13 (no GPU came) ruled out Inductor's
+# Python code generation for CUDA on the CPU: 0.2-0.5 s per graph with the skip and without it
+# (s13_fake_cuda_codegen_probe.py), so the time is in building kernels, the compile pool or a starved process. Sampled stacks of the first step name the
 # functions (every thread: the recomputation compiles in the autograd engine's thread); the pool row rules the pool out for good. Two decoder layers of the 7B shape, synthetic full rows,
 # checkpointing on, each row with its own empty Inductor cache:
 #   1. seektune-skipdown, its first step's stacks sampled every 20 ms (SEEKTUNE_BENCH_STACK_SAMPLES; a generous limit;
@@ -19,8 +21,9 @@ row() {  # name tool limit [env...]
   python3 -c "import json,sys; [print(r['tool'], r.get('step_seconds'), r.get('compile_pool_wait_seconds'), json.dumps(r.get('compile_first_step'))[:1200]) for r in json.load(open(sys.argv[1]))['results']]" $OUT/$name/speed.json
   mv $OUT/samples/$tool.txt $OUT/samples/$name.txt 2>/dev/null
 }
-row skip seektune-skipdown 200 SEEKTUNE_BENCH_STACK_SAMPLES=$OUT/samples SEEKTUNE_BENCH_STACKS=20 SEEKTUNE_BENCH_TAIL=150
-row skip-pool seektune-skipdown 140 SEEKTUNE_BENCH_WAIT_POOL=1
-row plain seektune 100
+rows=" ${ROWS:-skip skip-pool plain} "  # ROWS="skip plain" when device time is short
+[[ $rows == *" skip "* ]] && row skip seektune-skipdown 200 SEEKTUNE_BENCH_STACK_SAMPLES=$OUT/samples SEEKTUNE_BENCH_STACKS=20 SEEKTUNE_BENCH_TAIL=150
+[[ $rows == *" skip-pool "* ]] && row skip-pool seektune-skipdown 140 SEEKTUNE_BENCH_WAIT_POOL=1
+[[ $rows == *" plain "* ]] && row plain seektune 100
 for f in $OUT/samples/*.txt; do echo "== $f"; grep -v "^$" $f | head -45 | cut -c1-150; done
 find $OUT -name speed.md -delete

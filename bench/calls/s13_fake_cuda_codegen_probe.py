@@ -1,0 +1,139 @@
+"""Session 13, on the CPU: Inductor's code generation for CUDA of the recomputation's graphs, without a GPU.
+
+  python bench/calls/s13_fake_cuda_codegen_probe.py on|off [hidden intermediate]   # TOKENS=64 by default
+
+Needs a CUDA build of torch with its triton (the GPU machine's versions: torch 2.11.0, transformers 5.17.0, peft
+0.21.2) but no GPU or driver. Two 7B-wide Llama layers run on the CPU as in s12_cpu_codegen_probe.py (offloaded
+checkpoints, one-node LoRA, each layer compiled), with (`on`) and without (`off`) train.lean_recompute's skipped down
+projection. Every graph AOTAutograd hands to Inductor is also compiled for a fake H100: its inputs become fake CUDA
+tensors and torch.cuda's queries answer for an H100, so Inductor lowers, schedules and writes the Triton kernels and
+the wrapper as it would on the GPU; kernels are not built (CachingAutotuner.precompile is a no-op) and there is no
+compile pool. The CPU run itself goes on with the graphs run eagerly. Prints Inductor's seconds per phase for each
+graph. Sdpa attention, not the GPU's. bench/RESULTS.md, session 13.
+"""
+import collections
+import contextlib
+import copy
+import os
+import re
+import sys
+import time
+from unittest import mock  # patches torch.cuda's device queries for the fake H100 (a probe, not a test)
+
+import torch
+torch._dynamo.config.specialize_float = True  # the norms' eps as constants, as dynamo ends up with after a restart
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'src'))
+skip = sys.argv[1] == "on"
+H, I = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (4096, 11008)
+
+# --- a fake H100 for Inductor ---
+Props = collections.namedtuple("Props", "name major minor multi_processor_count total_memory regs_per_multiprocessor max_threads_per_multi_processor warp_size L2_cache_size shared_memory_per_block_optin gcnArchName")
+PROPS = Props("NVIDIA H100 80GB HBM3", 9, 0, 132, 80 * 2**30, 65536, 2048, 32, 50 * 2**20, 232448, "")
+@contextlib.contextmanager
+def fake_h100():
+    with contextlib.ExitStack() as st:
+        for name, fn in dict(get_device_properties=lambda *a, **k: PROPS, get_device_capability=lambda *a, **k: (9, 0),
+                             current_device=lambda: 0, device_count=lambda: 1, is_available=lambda: True,
+                             _lazy_init=lambda: None, set_device=lambda *a: None,
+                             get_rng_state=lambda *a, **k: torch.zeros(16, dtype=torch.uint8),
+                             set_rng_state=lambda *a, **k: None, is_initialized=lambda: True,
+                             synchronize=lambda *a, **k: None, _exchange_device=lambda i: 0, _maybe_exchange_device=lambda i: 0).items():
+            st.enter_context(mock.patch.object(torch.cuda, name, fn))
+        from torch._dynamo.device_interface import CudaInterface as CI
+        for name, fn in dict(get_device_properties=lambda *a, **k: PROPS, current_device=lambda: 0,
+                             set_device=lambda *a: None, device_count=lambda: 1, synchronize=lambda *a, **k: None,
+                             exchange_device=lambda i: 0, maybe_exchange_device=lambda i: 0,
+                             get_raw_stream=lambda *a: 0, is_bf16_supported=lambda *a, **k: True).items():
+            st.enter_context(mock.patch.object(CI, name, staticmethod(fn)))
+        st.enter_context(mock.patch.object(CI.Worker, "get_device_properties", staticmethod(lambda *a, **k: PROPS)))
+        st.enter_context(mock.patch.object(CI.Worker, "current_device", staticmethod(lambda: 0)))
+        import torch._inductor.scheduler as SCH
+        st.enter_context(mock.patch.object(SCH, "has_triton", lambda: True))
+        yield
+from torch._inductor.runtime.triton_heuristics import CachingAutotuner
+CachingAutotuner.precompile = lambda self, *a, **k: None
+torch._inductor.config.compile_threads = 1
+torch._inductor.config.fx_graph_cache = False
+import torch.utils._triton as triton_utils
+triton_utils.triton_hash_with_backend = lambda: "no-driver"
+triton_utils.triton_backend = lambda: None
+import torch._inductor.runtime.triton_helpers as TH
+TH.set_driver_to_gpu = lambda: None
+import torch._inductor.async_compile as AC
+KERNELS = []
+_orig_triton = AC.AsyncCompile.triton
+def _log(self, name, src, device_str="cuda"):
+    kind = re.search(r"@triton_heuristics\.(\w+)", src)
+    KERNELS.append((name, len(src), kind.group(1) if kind else "?"))
+    return _orig_triton(self, name, src, device_str)
+AC.AsyncCompile.triton = _log
+
+import torch._inductor.compile_fx as CFX
+from torch._dynamo.utils import compilation_time_metrics
+real_compile_fx = CFX.compile_fx
+GRAPH = [0]
+
+def _to_cuda(a):
+    if isinstance(a, torch.device) and a.type == "cpu":
+        return torch.device("cuda", 0)
+    if isinstance(a, (list, tuple)):
+        return type(a)(_to_cuda(x) for x in a)
+    if isinstance(a, dict):
+        return {k: _to_cuda(v) for k, v in a.items()}
+    return a
+
+real_inner = CFX.compile_fx_inner
+
+def fake_cuda_inner(gm, example_inputs, **kw):
+    GRAPH[0] += 1
+    g = copy.deepcopy(gm)
+    for n in g.graph.nodes:
+        n.args, n.kwargs = _to_cuda(n.args), _to_cuda(n.kwargs)
+    g.recompile()
+    fm = torch._guards.detect_fake_mode(example_inputs)
+    with fm:
+        ins = [x.to("cuda") if isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dim() else x
+               for x in example_inputs]
+    before = {k: sum(v) for k, v in compilation_time_metrics.items()}
+    nk = len(KERNELS)
+    t0 = time.time()
+    try:
+        with fake_h100():
+            real_inner(g, ins, **kw)
+        status = "ok"
+    except Exception as e:
+        status = f"{type(e).__name__}: {str(e)[:300]}"
+    print(f"== graph {GRAPH[0]} ({'bw' if kw.get('is_backward') else 'fw'}): fake-cuda compile {time.time() - t0:.1f} s, "
+          f"{len(KERNELS) - nk} kernels, {status}", flush=True)
+    for k, v in compilation_time_metrics.items():
+        d = sum(v) - before.get(k, 0)
+        if d > 0.2:
+            print(f"   {k}: {d:.1f} s")
+    from torch._functorch.aot_autograd import make_boxed_func
+    return make_boxed_func(gm.forward)  # the CPU run goes on eagerly
+
+def fake_cuda_compile(gm, example_inputs, **kw):
+    return real_compile_fx(gm, example_inputs, inner_compile=fake_cuda_inner, **kw)
+
+CFX.compile_fx = fake_cuda_compile
+
+from peft import LoraConfig, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
+from seektune.training.offload import offload_layer_inputs
+from seektune.training.speed import compile_layers
+torch.manual_seed(0)
+cfg = LlamaConfig(vocab_size=256, hidden_size=H, intermediate_size=I, num_hidden_layers=2,
+                  num_attention_heads=H // 128, num_key_value_heads=H // 128)
+m = LlamaForCausalLM(cfg).to(torch.bfloat16)
+m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False}); m.enable_input_require_grads()
+m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]))
+fuse_lora_linears(m); fuse_lora_mlps(m)
+offload_layer_inputs(m, skip_unused_mlp_output=skip); compile_layers(m)
+m.train()
+T = int(os.environ.get("TOKENS", "64"))
+ids = torch.randint(0, 256, (1, T))
+t0 = time.time()
+m(input_ids=ids, labels=ids).loss.backward()
+print(f"skip {skip}: total {time.time() - t0:.1f} s, kernels {len(KERNELS)}")
+for k in KERNELS: print("kernel", *k)
