@@ -415,33 +415,36 @@ def first_step_profiler(tool: str):
     """SEEKTUNE_BENCH_STACK_SAMPLES=DIR: where the first step (the one that compiles) spends its time, in every thread.
     cProfile would see only this thread, but on a GPU the recomputation, and so its compilation, runs in the autograd
     engine's own thread. A sampler thread therefore reads every thread's Python stack every 20 ms; the returned
-    function stops it and writes DIR/<tool>.txt: per function, the share of samples it was on a stack (inclusive)
-    and at its top (own time), the 60 largest of each."""
+    function stops it and writes DIR/<tool>.txt: per thread (by name; threads started outside Python, like the
+    autograd engine's, are `native-1`, `native-2`, ...), the share of that thread's samples each function was on its stack (inclusive)
+    and at its top (own time, which shows waiting too: a thread blocked on a pipe, a lock or a future)."""
     folder = os.environ.get("SEEKTUNE_BENCH_STACK_SAMPLES")
     if not folder:
         return None
     import collections
     import threading
 
-    inclusive, own = collections.Counter(), collections.Counter()
-    samples = [0]
+    inclusive, own = collections.defaultdict(collections.Counter), collections.defaultdict(collections.Counter)
+    seen = collections.Counter()  # samples per thread
+    natives = {}  # threads started outside Python: ident -> native-1, native-2, ...
     done = threading.Event()
 
     def sample():
         me = threading.get_ident()
         while not done.wait(0.02):
+            names_by_ident = {t.ident: t.name for t in threading.enumerate()}
             for ident, frame in sys._current_frames().items():
                 if ident == me:
                     continue
-                names = []
+                thread = names_by_ident.get(ident) or natives.setdefault(ident, f"native-{len(natives) + 1}")
+                stack = []
                 while frame is not None:
                     code = frame.f_code
-                    names.append(f"{Path(code.co_filename).name}:{code.co_firstlineno}({code.co_name})")
+                    stack.append(f"{Path(code.co_filename).name}:{code.co_firstlineno}({code.co_name})")
                     frame = frame.f_back
-                if names and not names[0].startswith("threading.py"):  # idle pool threads wait in threading.py
-                    own[names[0]] += 1
-                    inclusive.update(set(names))
-            samples[0] += 1
+                seen[thread] += 1
+                own[thread][stack[0]] += 1
+                inclusive[thread].update(set(stack))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -449,13 +452,15 @@ def first_step_profiler(tool: str):
     def stop():
         done.set()
         sampler.join()
-        n = max(samples[0], 1)
-        lines = [f"{samples[0]} samples, 20 ms apart, of every thread's Python stack", "", "inclusive:"]
-        lines += [f"{c / n:7.1%}  {name}" for name, c in inclusive.most_common(60)]
-        lines += ["", "own (top of the stack):"]
-        lines += [f"{c / n:7.1%}  {name}" for name, c in own.most_common(60)]
+        lines = ["Every thread's Python stack, sampled every 20 ms; shares of each thread's own samples", ""]
+        for thread, n in seen.most_common():
+            lines += [f"== thread {thread}: {n} samples", "inclusive:"]
+            lines += [f"{c / n:7.1%}  {name}" for name, c in inclusive[thread].most_common(40)]
+            lines += ["own (top of the stack):"]
+            lines += [f"{c / n:7.1%}  {name}" for name, c in own[thread].most_common(25)]
+            lines.append("")
         Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / f"{tool}.txt").write_text("\n".join(lines) + "\n")
+        (Path(folder) / f"{tool}.txt").write_text("\n".join(lines))
 
     return stop
 

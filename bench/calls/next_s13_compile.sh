@@ -25,5 +25,18 @@ rows=" ${ROWS:-skip skip-pool plain} "  # ROWS="skip plain" when device time is 
 [[ $rows == *" skip "* ]] && row skip seektune-skipdown 200 SEEKTUNE_BENCH_STACK_SAMPLES=$OUT/samples SEEKTUNE_BENCH_STACKS=20 SEEKTUNE_BENCH_TAIL=150
 [[ $rows == *" skip-pool "* ]] && row skip-pool seektune-skipdown 140 SEEKTUNE_BENCH_WAIT_POOL=1
 [[ $rows == *" plain "* ]] && row plain seektune 100
-for f in $OUT/samples/*.txt; do echo "== $f"; grep -v "^$" $f | head -45 | cut -c1-150; done
+# each busy thread's 18 hottest functions (inclusive) and 8 at the top of its stack; the full files come back in $OUT
+for f in $OUT/samples/*.txt; do echo "#### $f"; python3 - "$f" <<'PY'
+import sys
+for section in open(sys.argv[1]).read().split("== thread ")[1:]:
+    head, _, rest = section.partition("\ninclusive:\n")
+    inc, _, own = rest.partition("own (top of the stack):\n")
+    own = [l for l in own.splitlines() if l.strip()]
+    if own and own[0].split()[0] in ("100.0%", "99.9%", "99.8%") and "threading.py" in own[0]:
+        continue  # an idle thread
+    print("== thread", head)
+    print("\n".join(l[:150] for l in inc.splitlines()[:18]))
+    print("  own:"); print("\n".join(l[:150] for l in own[:8]))
+PY
+done
 find $OUT -name speed.md -delete
