@@ -469,6 +469,7 @@ def wait_for_compile_pool() -> float:
     """Wait until Inductor's compile worker processes are up; returns the seconds waited. Until they are, Inductor
     compiles each new Triton kernel in the training process itself, one at a time (AsyncCompile.use_process_pool)."""
     from torch._inductor.async_compile import AsyncCompile
+    from torch._inductor.config import compile_threads
 
     t0 = time.perf_counter()
     AsyncCompile.wait_pool_ready()
@@ -486,6 +487,7 @@ def compile_counters() -> dict:
     ready = AsyncCompile._ready_future
     # False: the workers were still starting, so Inductor built new kernels in this process; None: no pool was asked for
     out["compile_pool_ready"] = ready.done() if ready is not None else None
+    out["compile_threads"] = compile_threads  # 1: no pool, every kernel built in this process
     out["seconds"] = {name: round(sum(values), 1) for name, values in compilation_time_metrics.items()
                       if sum(values) >= 0.5}  # the phases that took time
     print(f"compile after step 1: {json.dumps(out)[:4000]}", file=sys.stderr, flush=True)

@@ -1,13 +1,15 @@
 """Session 13, on the CPU: Inductor's code generation for CUDA of the recomputation's graphs, without a GPU.
 
   python bench/calls/s13_fake_cuda_codegen_probe.py on|off [hidden intermediate]   # TOKENS=64 by default
+  BUILD=1 TOKENS=4096 python bench/calls/s13_fake_cuda_codegen_probe.py on|off     # session 14: kernels built too
 
 Needs a CUDA build of torch with its triton (the GPU machine's versions: torch 2.11.0, transformers 5.17.0, peft
 0.21.2) but no GPU or driver. Two 7B-wide Llama layers run on the CPU as in s12_cpu_codegen_probe.py (offloaded
 checkpoints, one-node LoRA, each layer compiled), with (`on`) and without (`off`) train.lean_recompute's skipped down
 projection. Every graph AOTAutograd hands to Inductor is also compiled for a fake H100: its inputs become fake CUDA
 tensors and torch.cuda's queries answer for an H100, so Inductor lowers, schedules and writes the Triton kernels and
-the wrapper as it would on the GPU; kernels are not built (CachingAutotuner.precompile is a no-op) and there is no
+the wrapper as it would on the GPU; kernels are not built (CachingAutotuner.precompile is a no-op; with BUILD=1
+Triton builds each one for sm_90 in this process, through LLVM and its own ptxas, without loading it) and there is no
 compile pool. The CPU run itself goes on with the graphs run eagerly. Prints Inductor's seconds per phase for each
 graph. Sdpa attention, not the GPU's. bench/RESULTS.md, session 13.
 """
@@ -51,7 +53,16 @@ def fake_h100():
         st.enter_context(mock.patch.object(SCH, "has_triton", lambda: True))
         yield
 from torch._inductor.runtime.triton_heuristics import CachingAutotuner
-CachingAutotuner.precompile = lambda self, *a, **k: None
+BUILDS = []  # (kernel, configs, seconds) when BUILD=1
+def _build_only(self, *a, **k):
+    # BUILD=1: Triton builds each kernel for sm_90 (LLVM, then the ptxas Triton ships) without loading it; a GPU is
+    # needed only to load and launch
+    if os.environ.get("BUILD") != "1":
+        return
+    n, t0 = len(self.configs or ()), time.time()
+    self._precompile_worker()
+    BUILDS.append((self.inductor_meta.get("kernel_name", "?"), n, time.time() - t0))
+CachingAutotuner.precompile = _build_only
 torch._inductor.config.compile_threads = 1
 torch._inductor.config.fx_graph_cache = False
 import torch.utils._triton as triton_utils
@@ -137,3 +148,5 @@ t0 = time.time()
 m(input_ids=ids, labels=ids).loss.backward()
 print(f"skip {skip}: total {time.time() - t0:.1f} s, kernels {len(KERNELS)}")
 for k in KERNELS: print("kernel", *k)
+for name, n, sec in BUILDS: print(f"built {name}: {n} configs, {sec:.1f} s")
+if BUILDS: print(f"built {len(BUILDS)} kernels in {sum(b[2] for b in BUILDS):.1f} s")
