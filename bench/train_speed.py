@@ -469,7 +469,6 @@ def wait_for_compile_pool() -> float:
     """Wait until Inductor's compile worker processes are up; returns the seconds waited. Until they are, Inductor
     compiles each new Triton kernel in the training process itself, one at a time (AsyncCompile.use_process_pool)."""
     from torch._inductor.async_compile import AsyncCompile
-    from torch._inductor.config import compile_threads
 
     t0 = time.perf_counter()
     AsyncCompile.wait_pool_ready()
@@ -481,6 +480,7 @@ def compile_counters() -> dict:
     so that a worker that times out still shows them (stderr_tail)."""
     from torch._dynamo.utils import compilation_time_metrics, counters
     from torch._inductor.async_compile import AsyncCompile
+    from torch._inductor.config import compile_threads
 
     out = {group: dict(counters[group]) for group in ("stats", "frames", "recompiles", "aot_autograd", "inductor")
            if counters.get(group)}
