@@ -39,24 +39,11 @@ if backend == "triton":  # generate Triton code for the CPU without a driver; bu
 
     async_compile.AsyncCompile.triton = logged
 
-from peft import LoraConfig, get_peft_model  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from probe_model import offloaded_lora_llama  # noqa: E402
 
-from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps, recomputing_for_backward  # noqa: E402
-from seektune.training.offload import offload_layer_inputs  # noqa: E402
-from seektune.training.speed import compile_layers  # noqa: E402
+from seektune.training.lora_fused import recomputing_for_backward  # noqa: E402
 
-torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=256, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
-                  num_attention_heads=hidden // 128, num_key_value_heads=hidden // 128)
-model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-model.enable_input_require_grads()
-model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=[
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-fuse_lora_linears(model), fuse_lora_mlps(model)
-offload_layer_inputs(model, skip_unused_mlp_output=mode)
-compile_layers(model)
+model = offloaded_lora_llama(hidden, intermediate, mode)
 model.eval()
 ids = torch.randint(0, 256, (1, 64))
 t0 = time.time()

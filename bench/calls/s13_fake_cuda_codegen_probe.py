@@ -24,7 +24,6 @@ from unittest import mock  # patches torch.cuda's device queries for the fake H1
 
 import torch
 torch._dynamo.config.specialize_float = True  # the norms' eps as constants, as dynamo ends up with after a restart
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..', 'src'))
 skip = sys.argv[1] == "on"
 H, I = (int(sys.argv[2]), int(sys.argv[3])) if len(sys.argv) > 3 else (4096, 11008)
 
@@ -128,19 +127,8 @@ def fake_cuda_compile(gm, example_inputs, **kw):
 
 CFX.compile_fx = fake_cuda_compile
 
-from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
-from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps
-from seektune.training.offload import offload_layer_inputs
-from seektune.training.speed import compile_layers
-torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=256, hidden_size=H, intermediate_size=I, num_hidden_layers=2,
-                  num_attention_heads=H // 128, num_key_value_heads=H // 128)
-m = LlamaForCausalLM(cfg).to(torch.bfloat16)
-m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False}); m.enable_input_require_grads()
-m = get_peft_model(m, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]))
-fuse_lora_linears(m); fuse_lora_mlps(m)
-offload_layer_inputs(m, skip_unused_mlp_output=skip); compile_layers(m)
+from probe_model import offloaded_lora_llama
+m = offloaded_lora_llama(H, I, skip)
 m.train()
 T = int(os.environ.get("TOKENS", "64"))
 ids = torch.randint(0, 256, (1, T))

@@ -16,29 +16,13 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
 skip, where = sys.argv[1] == "on", sys.argv[2]
 torch._inductor.config.compile_threads = int(os.environ.get("THREADS", "2"))
 
-from peft import LoraConfig, get_peft_model  # noqa: E402
+from probe_model import offloaded_lora_llama  # noqa: E402
 from torch._dynamo.utils import compilation_time_metrics, counters  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from seektune.training.lora_fused import fuse_lora_linears, fuse_lora_mlps  # noqa: E402
-from seektune.training.offload import offload_layer_inputs  # noqa: E402
-from seektune.training.speed import compile_layers  # noqa: E402
-
-torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=256, hidden_size=1024, intermediate_size=2816, num_hidden_layers=2,
-                  num_attention_heads=8, num_key_value_heads=8)
-model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-model.enable_input_require_grads()
-model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=[
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-fuse_lora_linears(model), fuse_lora_mlps(model)
-offload_layer_inputs(model, skip_unused_mlp_output=skip)
-compile_layers(model)
+model = offloaded_lora_llama(1024, 2816, skip)
 model.train()
 
 for i, tokens in enumerate((256, 384, 256)):
@@ -50,7 +34,8 @@ for i, tokens in enumerate((256, 384, 256)):
     else:
         worker = threading.Thread(target=loss.backward)
         worker.start(), worker.join()
-    print(f"skip {skip}, backward on {'the main thread' if where == 'main' else 'a second thread'}: step {i} ({tokens} tokens) {time.time() - t0:.1f} s", flush=True)
+    thread = "the main thread" if where == "main" else "a second thread"
+    print(f"skip {skip}, backward on {thread}: step {i} ({tokens} tokens) {time.time() - t0:.1f} s", flush=True)
 for phase in ("compile_attempt_0", "compile_attempt_1", "compile_fx.<locals>.fw_compiler_base",
               "compile_fx.<locals>.bw_compiler", "Scheduler.codegen", "async_compile.wait"):
     if phase in compilation_time_metrics:
