@@ -186,6 +186,8 @@ def worker(args) -> dict:
         faulthandler.dump_traceback_later(float(os.environ["SEEKTUNE_BENCH_STACKS"]), repeat=True, file=sys.stderr)
     import torch
 
+    if os.environ.get("SEEKTUNE_BENCH_PROFILE_CODEGEN"):
+        profile_inductor_codegen(Path(os.environ["SEEKTUNE_BENCH_PROFILE_CODEGEN"]) / args.tool)
     torch.backends.cuda.matmul.allow_tf32 = True
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -409,6 +411,35 @@ def kernel_profile(model, opt, batches, packed: bool, device: str) -> dict:
                              if any(w in k for w in ("Synchronize", "Memcpy", "item", "_local_scalar_dense", "nonzero"))}}
     print(json.dumps(report, indent=1), file=sys.stderr)
     return report
+
+
+def profile_inductor_codegen(folder: Path) -> None:
+    """SEEKTUNE_BENCH_PROFILE_CODEGEN=DIR: each call of Inductor's Scheduler.codegen under cProfile, in whichever thread
+    it runs (on a GPU the recomputation compiles in the autograd engine's thread, which a profiler started in the
+    main thread does not see); the functions by inclusive and own time go to DIR/<tool>/codegen-N.txt."""
+    import cProfile
+    import io
+    import pstats
+
+    from torch._inductor.scheduler import Scheduler
+
+    folder.mkdir(parents=True, exist_ok=True)
+    codegen, calls = Scheduler.codegen, [0]
+
+    def profiled(self):
+        calls[0] += 1
+        prof, t0 = cProfile.Profile(), time.perf_counter()
+        try:
+            return prof.runcall(codegen, self)
+        finally:
+            seconds, text = time.perf_counter() - t0, io.StringIO()
+            stats = pstats.Stats(prof, stream=text)
+            stats.sort_stats("cumulative").print_stats(45)
+            stats.sort_stats("tottime").print_stats(30)
+            (folder / f"codegen-{calls[0]}.txt").write_text(f"Scheduler.codegen {seconds:.1f} s\n{text.getvalue()}")
+            print(f"Scheduler.codegen call {calls[0]}: {seconds:.1f} s", file=sys.stderr, flush=True)
+
+    Scheduler.codegen = profiled
 
 
 def first_step_profiler(tool: str):
