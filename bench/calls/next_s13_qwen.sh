@@ -1,7 +1,7 @@
 # Prepared in session 12 for the next GPU session (one GPU, at most ~9.5 min: use timeout_s 600); not run yet. Carry
 # bench/.data and .whl. The 1.5B row beside Unsloth with the skip (train.lean_recompute), which no call has finished
 # yet: s11_c's skip row hit its 70 s limit after 9 steps, and s12_a's printed no step in 120 s on a fresh machine
-# (its first step compiles far longer; next_s13_compile.sh looks for why). Here each row gets 175 s.
+# (its first step compiles far longer; s14_a.sh and next_s14_codegen.sh look for why). Here each row gets 175 s.
 # Synthetic full 2 048-token rows, batch 4, checkpointing on; seektune's default last, as the skip's first step is
 # the long one.
 source bench/calls/prelude.sh

@@ -2,6 +2,7 @@
 
   python bench/calls/s13_fake_cuda_codegen_probe.py on|off [hidden intermediate]   # TOKENS=64 by default
   BUILD=1 TOKENS=4096 python bench/calls/s13_fake_cuda_codegen_probe.py on|off     # session 14: kernels built too
+  PACKED=2 TOKENS=64 python bench/calls/s13_fake_cuda_codegen_probe.py on 512 1024 # session 14: the GPU rows' packing
 
 Needs a CUDA build of torch with its triton (the GPU machine's versions: torch 2.11.0, transformers 5.17.0, peft
 0.21.2) but no GPU or driver. Two 7B-wide Llama layers run on the CPU as in s12_cpu_codegen_probe.py (offloaded
@@ -132,8 +133,15 @@ m = offloaded_lora_llama(H, I, skip)
 m.train()
 T = int(os.environ.get("TOKENS", "64"))
 ids = torch.randint(0, 256, (1, T))
+batch = dict(input_ids=ids, labels=ids)
+if os.environ.get("PACKED"):  # session 14: PACKED=N equal samples in one row through seektune_varlen, as on the GPU
+    from seektune.training.speed import VARLEN, packed_collator, register_varlen_attention
+    register_varlen_attention(); m.set_attn_implementation(VARLEN)
+    n = int(os.environ["PACKED"])
+    batch = packed_collator()([{"input_ids": ids[0, i * (T // n):(i + 1) * (T // n)].tolist(),
+                                "labels": ids[0, i * (T // n):(i + 1) * (T // n)].tolist()} for i in range(n)])
 t0 = time.time()
-m(input_ids=ids, labels=ids).loss.backward()
+m(**batch).loss.backward()
 print(f"skip {skip}: total {time.time() - t0:.1f} s, kernels {len(KERNELS)}")
 for k in KERNELS: print("kernel", *k)
 for name, n, sec in BUILDS: print(f"built {name}: {n} configs, {sec:.1f} s")

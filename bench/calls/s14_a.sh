@@ -1,4 +1,4 @@
-# Prepared in session 12 for the next GPU session (one GPU, at most ~10 min: use timeout_s 600); not run yet. Carry bench/.data and .whl.
+# Ran in session 14 as the first GPU call (prepared in sessions 12-14 as next_s13_compile.sh; one GPU, timeout_s 600). Carry bench/.data and .whl.
 # Where the skip's (train.lean_recompute) extra first-step time goes. s12_a.sh showed it in Inductor's
 # Scheduler.codegen (52 s, against 3 s for Unsloth's compiled code), and not in building kernels in the training
 # process while the compile pool starts (async_compile.precompile: 4.9 s). Session 13 (no GPU came) ruled out Inductor's

@@ -1,5 +1,5 @@
-# Session 14, one GPU (timeout_s 600). Carry bench/.data and .whl.
-# next_s13_compile.sh (this session, first call) found the skip's first step as slow with no compile pool
+# Prepared in session 14 for the next GPU session, not run yet (one GPU, timeout_s 600, ~6 min). Carry bench/.data and .whl.
+# s14_a.sh (this session's first call) found the skip's first step as slow with no compile pool
 # (TORCHINDUCTOR_COMPILE_THREADS=1: 70.1 s, Scheduler.codegen 48.3 s) as with it, against 19.1 s for seektune's default:
 # the time is Inductor's own code generation on the GPU, which the CPU's fake H100 does in 0.2-0.5 s a graph. Here
 # every Scheduler.codegen call runs under cProfile, in whatever thread it runs (SEEKTUNE_BENCH_PROFILE_CODEGEN).
