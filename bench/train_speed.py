@@ -23,6 +23,8 @@ path, and Unsloth, on random-initialised models with real shapes and real variab
   # every thread's Python stack sampled every 20 ms (SEEKTUNE_BENCH_STACK_SAMPLES=DIR), and with Inductor's compile
   # workers up before it starts (SEEKTUNE_BENCH_WAIT_POOL=1)
   SEEKTUNE_BENCH_COMPILE=1 SEEKTUNE_BENCH_STACK_SAMPLES=out/samples python bench/train_speed.py run --models llm7b --layers 2 --data synthetic --tools seektune-skipdown --ckpt on --steps 2 --warmup 1
+  # each call of Inductor's Scheduler.codegen under cProfile, in whichever thread it runs (files under DIR/<tool>/)
+  SEEKTUNE_BENCH_PROFILE_CODEGEN=out/codegen python bench/train_speed.py run --models llm7b --layers 2 --data synthetic --tools seektune-skipdown --ckpt on --steps 2 --warmup 1
 
 Every tool trains the same samples in the same order from the same weights with the same LoRA (r=16, alpha=32,
 dropout 0, attention + MLP projections), fused AdamW 2e-4, one optimizer step per batch. tokens/s counts real
