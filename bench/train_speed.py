@@ -426,14 +426,18 @@ def profile_inductor_codegen(folder: Path) -> None:
     from torch._inductor.scheduler import Scheduler
 
     folder.mkdir(parents=True, exist_ok=True)
-    codegen, calls = Scheduler.codegen, [0]
+    codegen, calls, active = Scheduler.codegen, [0], set()
 
     def profiled(self):
+        if active:  # a subgraph's code generation inside another's: one profiler at a time (Python 3.12)
+            return codegen(self)
         calls[0] += 1
         prof, t0 = cProfile.Profile(), time.perf_counter()
+        active.add(calls[0])
         try:
             return prof.runcall(codegen, self)
         finally:
+            active.clear()
             seconds, text = time.perf_counter() - t0, io.StringIO()
             stats = pstats.Stats(prof, stream=text)
             stats.sort_stats("cumulative").print_stats(45)
