@@ -426,18 +426,18 @@ def profile_inductor_codegen(folder: Path) -> None:
     from torch._inductor.scheduler import Scheduler
 
     folder.mkdir(parents=True, exist_ok=True)
-    codegen, calls, active = Scheduler.codegen, [0], set()
+    codegen, calls, busy = Scheduler.codegen, [0], [False]
 
     def profiled(self):
-        if active:  # a subgraph's code generation inside another's: one profiler at a time (Python 3.12)
+        if busy[0]:  # a subgraph's code generation inside another's: one profiler at a time (Python 3.12)
             return codegen(self)
         calls[0] += 1
         prof, t0 = cProfile.Profile(), time.perf_counter()
-        active.add(calls[0])
+        busy[0] = True
         try:
             return prof.runcall(codegen, self)
         finally:
-            active.clear()
+            busy[0] = False
             seconds, text = time.perf_counter() - t0, io.StringIO()
             stats = pstats.Stats(prof, stream=text)
             stats.sort_stats("cumulative").print_stats(45)
@@ -453,8 +453,9 @@ def first_step_profiler(tool: str):
     cProfile would see only this thread, but on a GPU the recomputation, and so its compilation, runs in the autograd
     engine's own thread. A sampler thread therefore reads every thread's Python stack every 20 ms; the returned
     function stops it and writes DIR/<tool>.txt: per thread (by name; threads started outside Python, like the
-    autograd engine's, are `native-1`, `native-2`, ...), the share of that thread's samples each function was on its stack (inclusive)
-    and at its top (own time, which shows waiting too: a thread blocked on a pipe, a lock or a future)."""
+    autograd engine's, are `native-1`, `native-2`, ...), the share of that thread's samples each function was on its
+    stack (inclusive) and at its top (own time, which shows waiting too: a thread blocked on a pipe, a lock or a
+    future)."""
     folder = os.environ.get("SEEKTUNE_BENCH_STACK_SAMPLES")
     if not folder:
         return None

@@ -137,9 +137,9 @@ batch = dict(input_ids=ids, labels=ids)
 if os.environ.get("PACKED"):  # session 14: PACKED=N equal samples in one row through seektune_varlen, as on the GPU
     from seektune.training.speed import VARLEN, packed_collator, register_varlen_attention
     register_varlen_attention(); m.set_attn_implementation(VARLEN)
-    n = int(os.environ["PACKED"])
-    batch = packed_collator()([{"input_ids": ids[0, i * (T // n):(i + 1) * (T // n)].tolist(),
-                                "labels": ids[0, i * (T // n):(i + 1) * (T // n)].tolist()} for i in range(n)])
+    length = T // int(os.environ["PACKED"])
+    chunks = [ids[0, i:i + length].tolist() for i in range(0, T - length + 1, length)]
+    batch = packed_collator()([{"input_ids": c, "labels": c} for c in chunks])
 t0 = time.time()
 m(**batch).loss.backward()
 print(f"skip {skip}: total {time.time() - t0:.1f} s, kernels {len(KERNELS)}")
